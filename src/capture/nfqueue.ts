@@ -1,0 +1,311 @@
+/**
+ * Capture for the Linux `nftables` module: NFQUEUE over NETLINK_NETFILTER.
+ *
+ * The kernel queues each FTP control packet to us (iptables/ip6tables
+ * `-j NFQUEUE --queue-num <p>`), we hand it to the engine and give the
+ * ACCEPT verdict once the handler's promise has settled, i.e. once the hole
+ * it announced is in place.  The verdict is the reinjection: nothing is
+ * rewritten.  Every packet gets exactly one verdict, also when the handler
+ * throws or rejects, and at close() the ones still held are accepted.
+ *
+ * Layouts: include/uapi/linux/netfilter/nfnetlink_queue.h
+ */
+import * as fs from 'fs';
+import { Native } from '../native';
+import {
+  NETLINK_NETFILTER,
+  NFNL_SUBSYS_QUEUE,
+  NFPROTO_UNSPEC,
+  NLM_F_ACK,
+  NLM_F_REQUEST,
+  NetlinkSocket,
+  NlBuilder,
+  NlMessage,
+  attrMap,
+  defaultClock,
+  nfnlType,
+} from '../netlink';
+import { Clock, FtpProxyError, Logger, PacketHandler, PacketSource } from '../types';
+
+// ---- include/uapi/linux/netfilter/nfnetlink_queue.h ---------------------------
+/* enum nfqnl_msg_types */
+export const NFQNL_MSG_PACKET = 0;
+export const NFQNL_MSG_VERDICT = 1;
+export const NFQNL_MSG_CONFIG = 2;
+/* enum nfqnl_attr_type */
+export const NFQA_PACKET_HDR = 1; // struct nfqnl_msg_packet_hdr (7 bytes, packed)
+export const NFQA_VERDICT_HDR = 2; // struct nfqnl_msg_verdict_hdr (8 bytes)
+export const NFQA_PAYLOAD = 10;
+/* enum nfqnl_attr_config */
+export const NFQA_CFG_CMD = 1; // struct nfqnl_msg_config_cmd { u8 command; u8 pad; __be16 pf; }
+export const NFQA_CFG_PARAMS = 2; // struct nfqnl_msg_config_params { __be32 copy_range; u8 copy_mode; } packed
+export const NFQA_CFG_QUEUE_MAXLEN = 3; // __be32
+export const NFQA_CFG_MASK = 4; // __be32
+export const NFQA_CFG_FLAGS = 5; // __be32
+/* enum nfqnl_msg_config_cmds */
+export const NFQNL_CFG_CMD_BIND = 1;
+export const NFQNL_CFG_CMD_UNBIND = 2;
+/* enum nfqnl_config_mode */
+export const NFQNL_COPY_PACKET = 2;
+export const NFQA_CFG_F_FAIL_OPEN = 1 << 0;
+/* include/uapi/linux/netfilter.h */
+export const NF_DROP = 0;
+export const NF_ACCEPT = 1;
+
+const MSG_PACKET = nfnlType(NFNL_SUBSYS_QUEUE, NFQNL_MSG_PACKET);
+const MSG_VERDICT = nfnlType(NFNL_SUBSYS_QUEUE, NFQNL_MSG_VERDICT);
+const MSG_CONFIG = nfnlType(NFNL_SUBSYS_QUEUE, NFQNL_MSG_CONFIG);
+
+/** NFQNL_MSG_CONFIG with NFQA_CFG_CMD (bind/unbind) for `queue`, asking for an ACK. */
+export function encodeNfqCommand(b: NlBuilder, seq: number, queue: number, command: number, pf = 0): NlBuilder {
+  const cmd = Buffer.alloc(4);
+  cmd[0] = command; // command, then _pad = 0
+  cmd.writeUInt16BE(pf, 2); // __be16 pf, only for the obsolete PF_[UN]BIND
+  return b
+    .beginMsg(MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq)
+    .nfgen(NFPROTO_UNSPEC, queue)
+    .attr(NFQA_CFG_CMD, cmd)
+    .endMsg();
+}
+
+/**
+ * NFQNL_MSG_CONFIG: copy whole packets (up to `range` bytes) and set `flags`
+ * (under mask `flags`) — we pass NFQA_CFG_F_FAIL_OPEN.
+ */
+export function encodeNfqParams(b: NlBuilder, seq: number, queue: number, range: number, flags: number): NlBuilder {
+  const params = Buffer.alloc(5);
+  params.writeUInt32BE(range >>> 0, 0); // __be32 copy_range
+  params[4] = NFQNL_COPY_PACKET; // u8 copy_mode
+  return b
+    .beginMsg(MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq)
+    .nfgen(NFPROTO_UNSPEC, queue)
+    .attr(NFQA_CFG_PARAMS, params)
+    .u32be(NFQA_CFG_MASK, flags)
+    .u32be(NFQA_CFG_FLAGS, flags)
+    .endMsg();
+}
+
+/** NFQNL_MSG_VERDICT: NFQA_VERDICT_HDR { __be32 verdict; __be32 id; }, no ACK. */
+export function encodeNfqVerdict(b: NlBuilder, seq: number, queue: number, id: number, verdict: number): NlBuilder {
+  const hdr = Buffer.alloc(8);
+  hdr.writeUInt32BE(verdict >>> 0, 0);
+  hdr.writeUInt32BE(id >>> 0, 4);
+  return b.beginMsg(MSG_VERDICT, NLM_F_REQUEST, seq).nfgen(NFPROTO_UNSPEC, queue).attr(NFQA_VERDICT_HDR, hdr).endMsg();
+}
+
+export interface NfqPacket {
+  queue: number;
+  id: number;
+  hwProtocol: number;
+  hook: number;
+  /** the packet from its IP header on (a view into the receive buffer) */
+  payload: Buffer;
+}
+
+/**
+ * Decode an NFQNL_MSG_PACKET.  Returns null for anything else or for
+ * malformed input; never throws.  A packet without NFQA_PAYLOAD decodes
+ * with an empty payload, so it still gets its verdict.
+ */
+export function decodeNfqPacket(msg: NlMessage): NfqPacket | null {
+  if (msg.type !== MSG_PACKET || msg.payload.length < 4) return null;
+  const queue = msg.payload.readUInt16BE(2); // nfgenmsg.res_id
+  const attrs = attrMap(msg.payload, 4);
+  if (attrs === null) return null;
+  const hdr = attrs.get(NFQA_PACKET_HDR);
+  if (hdr === undefined || hdr.length < 7) return null;
+  return {
+    queue,
+    id: hdr.readUInt32BE(0),
+    hwProtocol: hdr.readUInt16BE(4),
+    hook: hdr[6],
+    payload: attrs.get(NFQA_PAYLOAD) ?? Buffer.alloc(0),
+  };
+}
+
+/** CAP_NET_ADMIN (bit 12) in the effective set, from /proc/self/status */
+function hasNetAdmin(): boolean {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (m !== null) return (BigInt('0x' + m[1]) & (1n << 12n)) !== 0n;
+  } catch {
+    /* not Linux: fall through */
+  }
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+export interface NfqueueOptions {
+  queue: number;
+  logger: Logger;
+  native?: Native;
+  clock?: Clock;
+  /** wait for the kernel's ACK of each config message (default 2000 ms) */
+  ackTimeoutMs?: number;
+  /** SO_RCVBUFFORCE size (default 8 MiB) */
+  rcvbuf?: number;
+}
+
+export class NfqueueSource implements PacketSource {
+  readonly kind = 'nfqueue';
+  private readonly queue: number;
+  private readonly logger: Logger;
+  private readonly clock: Clock;
+  private readonly ackTimeoutMs: number;
+  private readonly rcvbuf: number;
+  private readonly sock: NetlinkSocket;
+  /** reused for every verdict: sendto copies it synchronously */
+  private readonly vb = new NlBuilder(64);
+  /** packet ids handed to the handler and not yet given their verdict */
+  private readonly inFlight = new Set<number>();
+  private handler: PacketHandler | null = null;
+  private finish: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  private closed = false;
+
+  constructor(opts: NfqueueOptions) {
+    if (!Number.isInteger(opts.queue) || opts.queue < 0 || opts.queue > 65535) {
+      throw new FtpProxyError('usage', `NFQUEUE number must be 0..65535, not ${opts.queue}`);
+    }
+    this.queue = opts.queue;
+    this.logger = opts.logger;
+    this.clock = opts.clock ?? defaultClock();
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
+    this.rcvbuf = opts.rcvbuf ?? 8 * 1024 * 1024;
+    this.sock = new NetlinkSocket({ native: opts.native, clock: this.clock, logger: opts.logger });
+  }
+
+  async open(): Promise<void> {
+    try {
+      this.sock.open(NETLINK_NETFILTER);
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      throw new FtpProxyError('nfqueue-open', `cannot open a NETLINK_NETFILTER socket: ${(e as Error).message}`, { fatal: true, cause: e });
+    }
+    // A big receive buffer absorbs bursts while handlers wait for the firewall.
+    try {
+      this.sock.setRcvBuf(this.rcvbuf);
+    } catch (e) {
+      this.logger.log('warning', `nfqueue: cannot enlarge the receive buffer: ${(e as Error).message}`);
+    }
+    // NFQNL_CFG_CMD_PF_UNBIND/PF_BIND are no-ops since Linux 3.8; not sent.
+    const b = new NlBuilder(128);
+    const s1 = this.sock.nextSeq();
+    try {
+      await this.sock.request(encodeNfqCommand(b, s1, this.queue, NFQNL_CFG_CMD_BIND).bytes(), s1, this.ackTimeoutMs, `NFQUEUE ${this.queue} bind`);
+    } catch (e) {
+      this.sock.close();
+      throw this.bindError(e);
+    }
+    // Copy whole packets.  FAIL_OPEN: when our queue is full the kernel
+    // accepts the packet instead of dropping it, so a slow ftp6proxy can
+    // miss a hole but never stalls the FTP control connection.
+    const s2 = this.sock.nextSeq();
+    try {
+      await this.sock.request(encodeNfqParams(b.reset(), s2, this.queue, 0xffff, NFQA_CFG_F_FAIL_OPEN).bytes(), s2, this.ackTimeoutMs, `NFQUEUE ${this.queue} config`);
+    } catch (e) {
+      this.sock.close();
+      throw new FtpProxyError('nfqueue-config', `cannot configure NFQUEUE ${this.queue}: ${(e as Error).message}`, { fatal: true, cause: e });
+    }
+  }
+
+  private bindError(e: unknown): FtpProxyError {
+    const code = (e as { code?: unknown }).code;
+    if (code === 'EPERM') {
+      // nfnetlink refuses without CAP_NET_ADMIN; nfnetlink_queue answers
+      // EPERM too when another socket has the queue bound.
+      return hasNetAdmin()
+        ? new FtpProxyError('nfqueue-busy', `NFQUEUE ${this.queue} is in use (bound by another process)`, { fatal: true, cause: e })
+        : new FtpProxyError('nfqueue-perm', `NFQUEUE ${this.queue}: binding a queue needs root (CAP_NET_ADMIN)`, { fatal: true, cause: e });
+    }
+    if (code === 'EBUSY') {
+      return new FtpProxyError('nfqueue-busy', `NFQUEUE ${this.queue} is in use (bound by another process)`, { fatal: true, cause: e });
+    }
+    return new FtpProxyError('nfqueue-bind', `cannot bind NFQUEUE ${this.queue}: ${(e as Error).message}`, { fatal: true, cause: e });
+  }
+
+  run(handler: PacketHandler): Promise<void> {
+    if (!this.sock.isOpen || this.closed) return Promise.reject(new FtpProxyError('nfqueue-closed', 'NFQUEUE source is not open'));
+    this.handler = handler;
+    return new Promise<void>((resolve, reject) => {
+      this.finish = { resolve, reject };
+      this.sock.onMessage = (msg) => this.onMessage(msg);
+      this.sock.onOverrun = () =>
+        this.logger.log('warning', `NFQUEUE ${this.queue}: queue overrun: packets lost to the kernel's fail-open/drop`);
+      this.sock.onFatal = (err) => {
+        this.inFlight.clear();
+        this.closed = true;
+        const f = this.finish;
+        this.finish = null;
+        f?.reject(new FtpProxyError('nfqueue-lost', `NFQUEUE ${this.queue}: capture lost: ${err.message}`, { fatal: true, cause: err }));
+      };
+      // Packets that arrived between open() and run().
+      this.sock.drain();
+    });
+  }
+
+  private onMessage(msg: NlMessage): void {
+    const p = decodeNfqPacket(msg);
+    if (p === null) {
+      this.logger.log('debug', `NFQUEUE ${this.queue}: ignored netlink message type 0x${msg.type.toString(16)}`);
+      return;
+    }
+    if (this.closed || this.handler === null) {
+      this.verdict(p.id);
+      return;
+    }
+    this.inFlight.add(p.id);
+    // Copy out of the shared receive buffer: the handler may keep it.
+    const pkt = { data: new Uint8Array(p.payload), time: this.clock.now() };
+    let result: Promise<void> | void;
+    try {
+      result = this.handler(pkt);
+    } catch (e) {
+      this.logger.log('err', `NFQUEUE ${this.queue}: packet handler threw: ${(e as Error).message}`);
+      this.release(p.id);
+      return;
+    }
+    if (result === undefined || typeof (result as Promise<void>).then !== 'function') {
+      this.release(p.id);
+      return;
+    }
+    (result as Promise<void>).then(
+      () => this.release(p.id),
+      (e: unknown) => {
+        this.logger.log('err', `NFQUEUE ${this.queue}: packet handler failed: ${e instanceof Error ? e.message : String(e)}`);
+        this.release(p.id);
+      },
+    );
+  }
+
+  /** the verdict for a packet the handler had, unless close() already gave it */
+  private release(id: number): void {
+    if (!this.inFlight.delete(id)) return;
+    this.verdict(id);
+  }
+
+  private verdict(id: number): void {
+    if (!this.sock.isOpen) return;
+    try {
+      this.sock.send(encodeNfqVerdict(this.vb.reset(), this.sock.nextSeq(), this.queue, id, NF_ACCEPT).bytes());
+    } catch (e) {
+      // The packet stays queued until the socket closes; then the kernel
+      // drops it.  Nothing better to do than say so.
+      this.logger.log('err', `NFQUEUE ${this.queue}: verdict for packet ${id} failed: ${(e as Error).message}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed && !this.sock.isOpen) return;
+    this.closed = true;
+    if (this.sock.isOpen) {
+      // Accept what the kernel already queued to us and what handlers hold:
+      // unbinding would otherwise drop those packets.
+      this.sock.drain();
+      for (const id of this.inFlight) this.verdict(id);
+      this.inFlight.clear();
+      this.sock.close();
+    }
+    const f = this.finish;
+    this.finish = null;
+    f?.resolve();
+  }
+}

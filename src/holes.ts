@@ -1,0 +1,207 @@
+/**
+ * The hole pool and the life of each hole: allocate the lowest free rule
+ * number, open it in the firewall (bounded wait), close it after -t seconds,
+ * reuse the number only once the firewall let it go.
+ */
+import { Announce, Clock, Firewall, Hole, HoleSpec, Logger, Timer } from './types';
+
+export interface HoleEvent {
+  type: 'open' | 'close';
+  /** clock time of the event, ms */
+  time: number;
+  hole: Hole;
+}
+
+export interface HoleManagerOptions {
+  firewall: Firewall;
+  clock: Clock;
+  logger: Logger;
+  /** -b */
+  base: number;
+  /** -c */
+  count: number;
+  /** -t, seconds */
+  timeoutSec: number;
+  /**
+   * Longest wait for a firewall call while the control packet is held.  After it
+   * the packet is released anyway; the hole is closed later as usual.
+   */
+  callTimeoutMs?: number;
+  /** How long to wait before asking again to close a busy or failed hole. */
+  retryMs?: number;
+  onEvent?: (e: HoleEvent) => void;
+}
+
+export interface HoleStats {
+  inUse: number;
+  free: number;
+  opened: number;
+  closed: number;
+  exhausted: number;
+  failed: number;
+}
+
+interface Slot {
+  hole: Hole;
+  timer?: Timer;
+  /** the close timer fired; the number is held until the firewall lets it go */
+  closing: boolean;
+}
+
+export const DEFAULT_CALL_TIMEOUT_MS = 1000;
+
+/** Resolve with the promise's outcome, or reject with 'timeout' after ms. */
+function bounded<T>(p: Promise<T>, clock: Clock, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = clock.setTimer(ms, () => reject(new Error(`no answer within ${ms} ms`)));
+    p.then(
+      (v) => { t.cancel(); resolve(v); },
+      (e: unknown) => { t.cancel(); reject(e); },
+    );
+  });
+}
+
+function describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export class HoleManager {
+  private readonly o: Required<Omit<HoleManagerOptions, 'onEvent'>> & Pick<HoleManagerOptions, 'onEvent'>;
+  private readonly slots = new Map<number, Slot>();
+  private readonly perSession = new Map<number, number>();
+  /** true between "pool exhausted" and the next release: one log line per burst */
+  private exhaustedBurst = false;
+  private readonly s: HoleStats;
+
+  constructor(opts: HoleManagerOptions) {
+    this.o = { callTimeoutMs: DEFAULT_CALL_TIMEOUT_MS, retryMs: 5000, ...opts };
+    this.s = { inUse: 0, free: opts.count, opened: 0, closed: 0, exhausted: 0, failed: 0 };
+  }
+
+  /** Holes held for a session: the engine's bound on pending holes uses it. */
+  pendingFor(session: number): number {
+    return this.perSession.get(session) ?? 0;
+  }
+
+  stats(): HoleStats {
+    return { ...this.s, inUse: this.slots.size, free: this.o.count - this.slots.size };
+  }
+
+  holes(): Hole[] {
+    return [...this.slots.values()].map((s) => s.hole);
+  }
+
+  private lowestFree(): number | undefined {
+    for (let n = this.o.base; n < this.o.base + this.o.count; n++) if (!this.slots.has(n)) return n;
+    return undefined;
+  }
+
+  /**
+   * Open a hole for an announcement.  Resolves once the firewall has it (or the
+   * bounded wait ran out, or the call failed: then it is logged); never rejects.
+   */
+  async request(session: number, via: Announce, spec: HoleSpec): Promise<Hole | null> {
+    const { logger, clock } = this.o;
+    const what = `${spec.src} -> ${spec.dst} port ${spec.port}`;
+    // The same announcement again (a client repeating PORT): refresh the hole it has.
+    for (const slot of this.slots.values()) {
+      const h = slot.hole;
+      if (!slot.closing && h.session === session && h.family === spec.family && h.src === spec.src &&
+          h.dst === spec.dst && h.port === spec.port) {
+        slot.timer?.cancel();
+        this.arm(slot);
+        logger.log('info', `#${session} hole ${h.rule} renewed by ${via}: ${what}`);
+        await this.callOpen(slot);
+        return h;
+      }
+    }
+    const rule = this.lowestFree();
+    if (rule === undefined) {
+      this.s.exhausted++;
+      if (!this.exhaustedBurst) {
+        this.exhaustedBurst = true;
+        logger.log('warning', `#${session} pool exhausted: all ${this.o.count} rules from ${this.o.base} in use, no hole for ${via} ${what}`);
+      }
+      return null;
+    }
+    const hole: Hole = { ...spec, rule, session };
+    const slot: Slot = { hole, closing: false };
+    this.slots.set(rule, slot);
+    this.perSession.set(session, this.pendingFor(session) + 1);
+    this.arm(slot);
+    this.s.opened++;
+    this.o.onEvent?.({ type: 'open', time: clock.now(), hole });
+    logger.log('info', `#${session} hole ${rule} open for ${via}: ${what}, ${this.o.timeoutSec}s`);
+    await this.callOpen(slot);
+    return hole;
+  }
+
+  private arm(slot: Slot): void {
+    slot.timer = this.o.clock.setTimer(this.o.timeoutSec * 1000, () => {
+      slot.timer = undefined;
+      void this.close(slot);
+    });
+  }
+
+  private async callOpen(slot: Slot): Promise<void> {
+    try {
+      await bounded(this.o.firewall.open(slot.hole, this.o.timeoutSec), this.o.clock, this.o.callTimeoutMs);
+    } catch (e) {
+      // The packet goes on regardless; the hole is closed at its time as usual,
+      // so whatever the firewall may have done half-way is undone then.
+      this.s.failed++;
+      this.o.logger.log('err', `#${slot.hole.session} hole ${slot.hole.rule}: ${this.o.firewall.kind} open failed: ${describe(e)}`);
+    }
+  }
+
+  /** Close one hole; keep its number while the firewall says it is busy or fails. */
+  private async close(slot: Slot): Promise<void> {
+    const { logger, clock, firewall } = this.o;
+    const h = slot.hole;
+    slot.closing = true;
+    let done = false;
+    try {
+      done = await bounded(firewall.close(h), clock, this.o.callTimeoutMs * 5);
+      if (!done) logger.log('debug', `#${h.session} hole ${h.rule} still carries connections; closing later`);
+    } catch (e) {
+      this.s.failed++;
+      logger.log('err', `#${h.session} hole ${h.rule}: ${firewall.kind} close failed: ${describe(e)}; retrying`);
+    }
+    if (this.slots.get(h.rule) !== slot) return; // closeAll() got there first
+    if (!done) {
+      slot.timer = clock.setTimer(this.o.retryMs, () => {
+        slot.timer = undefined;
+        void this.close(slot);
+      });
+      return;
+    }
+    this.release(slot);
+    logger.log('info', `#${h.session} hole ${h.rule} closed`);
+  }
+
+  private release(slot: Slot): void {
+    const h = slot.hole;
+    slot.timer?.cancel();
+    this.slots.delete(h.rule);
+    const n = this.pendingFor(h.session) - 1;
+    if (n > 0) this.perSession.set(h.session, n);
+    else this.perSession.delete(h.session);
+    this.exhaustedBurst = false;
+    this.s.closed++;
+    this.o.onEvent?.({ type: 'close', time: this.o.clock.now(), hole: h });
+  }
+
+  /** At stop: close every hole now, whatever its timer says. */
+  async closeAll(): Promise<void> {
+    const slots = [...this.slots.values()];
+    for (const slot of slots) {
+      slot.timer?.cancel();
+      try {
+        await bounded(this.o.firewall.close(slot.hole), this.o.clock, this.o.callTimeoutMs * 5);
+      } catch (e) {
+        this.o.logger.log('err', `#${slot.hole.session} hole ${slot.hole.rule}: close at stop failed: ${describe(e)}`);
+      }
+      if (this.slots.get(slot.hole.rule) === slot) this.release(slot);
+    }
+  }
+}

@@ -1,0 +1,656 @@
+/**
+ * Generic netlink, in TypeScript over the native shim: message and attribute
+ * encoding/decoding, nfnetlink headers and batches, and a small socket class
+ * that matches ACKs to requests by sequence number.
+ *
+ * Layouts and constants come from the Linux UAPI headers, cited next to each
+ * group below (values checked against torvalds/linux and /usr/include/linux):
+ *   include/uapi/linux/netlink.h
+ *   include/uapi/linux/netfilter/nfnetlink.h
+ *   include/uapi/linux/netfilter/nfnetlink_queue.h
+ *   include/uapi/linux/netfilter/nf_tables.h
+ *
+ * Byte order: netlink headers (nlmsghdr, nlattr) are in host order; nfnetlink
+ * payloads (nfgenmsg.res_id, most netfilter attributes) are big-endian.  Host
+ * order is read from os.endianness() once, not assumed.
+ */
+import * as os from 'os';
+import { constants as osConstants } from 'os';
+import { loadNative, Native, POLL_READABLE, PollerHandle } from './native';
+import { Clock, FtpProxyError, Logger, Timer } from './types';
+
+// ---- include/uapi/linux/netlink.h -------------------------------------------
+export const AF_NETLINK = 16; // include/linux/socket.h
+export const NETLINK_NETFILTER = 12;
+export const NLM_F_REQUEST = 0x1;
+export const NLM_F_MULTI = 0x2;
+export const NLM_F_ACK = 0x4;
+export const NLM_F_ECHO = 0x8;
+/* modifiers to GET requests */
+export const NLM_F_ROOT = 0x100;
+export const NLM_F_MATCH = 0x200;
+export const NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH;
+/* modifiers to NEW requests */
+export const NLM_F_REPLACE = 0x100;
+export const NLM_F_EXCL = 0x200;
+export const NLM_F_CREATE = 0x400;
+export const NLM_F_APPEND = 0x800;
+/* flags on an NLMSG_ERROR acknowledgement */
+export const NLM_F_CAPPED = 0x100;
+export const NLM_F_ACK_TLVS = 0x200;
+export const NLMSG_NOOP = 0x1;
+export const NLMSG_ERROR = 0x2;
+export const NLMSG_DONE = 0x3;
+export const NLMSG_OVERRUN = 0x4;
+export const NLA_F_NESTED = 1 << 15;
+export const NLA_F_NET_BYTEORDER = 1 << 14;
+export const NLA_TYPE_MASK = ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER) & 0xffff;
+/** sizeof(struct nlmsghdr): u32 len, u16 type, u16 flags, u32 seq, u32 pid */
+export const NLMSG_HDRLEN = 16;
+/** sizeof(struct nlattr): u16 len, u16 type */
+export const NLA_HDRLEN = 4;
+/** include/uapi/linux/socket.h: SOL_NETLINK = 270; netlink.h: NETLINK_NO_ENOBUFS = 5 */
+export const SOL_NETLINK = 270;
+export const NETLINK_NO_ENOBUFS = 5;
+/** sizeof(struct sockaddr_nl): u16 family, u16 pad, u32 pid, u32 groups */
+export const SOCKADDR_NL_LEN = 12;
+
+// ---- include/uapi/linux/netfilter/nfnetlink.h ---------------------------------
+/** sizeof(struct nfgenmsg): u8 nfgen_family, u8 version, __be16 res_id */
+export const NFGENMSG_LEN = 4;
+export const NFNETLINK_V0 = 0;
+export const NFNL_MSG_BATCH_BEGIN = NLMSG_DONE + 13; // NLMSG_MIN_TYPE (0x10)
+export const NFNL_MSG_BATCH_END = NLMSG_DONE + 14; // 0x11
+export const NFNL_SUBSYS_QUEUE = 3;
+export const NFNL_SUBSYS_NFTABLES = 10;
+/** nlmsg_type of nfnetlink messages: subsystem in the high byte */
+export function nfnlType(subsys: number, msg: number): number {
+  return ((subsys & 0xff) << 8) | (msg & 0xff);
+}
+
+/** include/uapi/linux/netfilter.h: NFPROTO_* (nfgen_family) */
+export const NFPROTO_UNSPEC = 0;
+export const NFPROTO_INET = 1;
+export const NFPROTO_IPV4 = 2;
+export const NFPROTO_ARP = 3;
+export const NFPROTO_NETDEV = 5;
+export const NFPROTO_BRIDGE = 7;
+export const NFPROTO_IPV6 = 10;
+
+const HOST_LE = os.endianness() === 'LE';
+
+/** Inverse of os.constants.errno, built once; read-only afterwards. */
+const ERRNO_NAMES: ReadonlyMap<number, string> = new Map(
+  Object.entries(osConstants.errno).map(([name, num]) => [num, name] as [number, string]),
+);
+
+/** errno number -> name ("ENOENT"), or "E<n>" when unknown */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES.get(errno) ?? `E${errno}`;
+}
+
+export function align4(n: number): number {
+  return (n + 3) & ~3;
+}
+
+// ---- host-order accessors -----------------------------------------------------
+export function readU16H(b: Buffer, off: number): number {
+  return HOST_LE ? b.readUInt16LE(off) : b.readUInt16BE(off);
+}
+export function readU32H(b: Buffer, off: number): number {
+  return HOST_LE ? b.readUInt32LE(off) : b.readUInt32BE(off);
+}
+export function readI32H(b: Buffer, off: number): number {
+  return HOST_LE ? b.readInt32LE(off) : b.readInt32BE(off);
+}
+function writeU16H(b: Buffer, v: number, off: number): void {
+  if (HOST_LE) b.writeUInt16LE(v, off);
+  else b.writeUInt16BE(v, off);
+}
+function writeU32H(b: Buffer, v: number, off: number): void {
+  if (HOST_LE) b.writeUInt32LE(v >>> 0, off);
+  else b.writeUInt32BE(v >>> 0, off);
+}
+
+/** struct sockaddr_nl for the kernel (pid 0, no multicast groups). */
+export function sockaddrNl(pid = 0, groups = 0): Buffer {
+  const b = Buffer.alloc(SOCKADDR_NL_LEN);
+  writeU16H(b, AF_NETLINK, 0); // nl_family; nl_pad stays 0
+  writeU32H(b, pid, 4);
+  writeU32H(b, groups, 8);
+  return b;
+}
+
+/**
+ * Writes netlink messages into one growable buffer that is reused between
+ * calls (reset()), so the hot path allocates nothing once warmed up.
+ * Messages and nests are closed in order; lengths are patched on close.
+ */
+export class NlBuilder {
+  private buf: Buffer;
+  private pos = 0;
+  private msgStart = -1;
+  private readonly nests: number[] = [];
+
+  constructor(initialSize = 1024) {
+    this.buf = Buffer.alloc(initialSize);
+  }
+
+  reset(): this {
+    this.pos = 0;
+    this.msgStart = -1;
+    this.nests.length = 0;
+    return this;
+  }
+
+  get length(): number {
+    return this.pos;
+  }
+
+  /** The bytes written so far (a view: valid until the next write or reset). */
+  bytes(): Buffer {
+    if (this.msgStart >= 0 || this.nests.length > 0) throw new Error('netlink builder: unclosed message or nest');
+    return this.buf.subarray(0, this.pos);
+  }
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const nb = Buffer.alloc(size);
+    this.buf.copy(nb, 0, 0, this.pos);
+    this.buf = nb;
+  }
+
+  private pad(): void {
+    const p = align4(this.pos);
+    this.ensure(p - this.pos);
+    this.buf.fill(0, this.pos, p);
+    this.pos = p;
+  }
+
+  /** struct nlmsghdr, host order; nlmsg_len patched by endMsg() */
+  beginMsg(type: number, flags: number, seq: number, pid = 0): this {
+    if (this.msgStart >= 0) throw new Error('netlink builder: message already open');
+    this.pad();
+    this.ensure(NLMSG_HDRLEN);
+    this.msgStart = this.pos;
+    writeU32H(this.buf, 0, this.pos);
+    writeU16H(this.buf, type, this.pos + 4);
+    writeU16H(this.buf, flags, this.pos + 6);
+    writeU32H(this.buf, seq, this.pos + 8);
+    writeU32H(this.buf, pid, this.pos + 12);
+    this.pos += NLMSG_HDRLEN;
+    return this;
+  }
+
+  endMsg(): this {
+    if (this.msgStart < 0 || this.nests.length > 0) throw new Error('netlink builder: no message to end');
+    this.pad();
+    writeU32H(this.buf, this.pos - this.msgStart, this.msgStart);
+    this.msgStart = -1;
+    return this;
+  }
+
+  /** struct nfgenmsg: family, NFNETLINK_V0, res_id big-endian */
+  nfgen(family: number, resId = 0): this {
+    this.ensure(NFGENMSG_LEN);
+    this.buf[this.pos] = family & 0xff;
+    this.buf[this.pos + 1] = NFNETLINK_V0;
+    this.buf.writeUInt16BE(resId & 0xffff, this.pos + 2);
+    this.pos += NFGENMSG_LEN;
+    return this;
+  }
+
+  /** raw bytes in the message body (fixed headers such as nfgenmsg) */
+  raw(data: Uint8Array): this {
+    this.ensure(data.length);
+    this.buf.set(data, this.pos);
+    this.pos += data.length;
+    return this;
+  }
+
+  /** struct nlattr + payload, padded to 4 bytes */
+  attr(type: number, data: Uint8Array): this {
+    const len = NLA_HDRLEN + data.length;
+    if (len > 0xffff) throw new Error('netlink attribute too long');
+    this.pad();
+    this.ensure(len);
+    writeU16H(this.buf, len, this.pos);
+    writeU16H(this.buf, type, this.pos + 2);
+    this.buf.set(data, this.pos + NLA_HDRLEN);
+    this.pos += len;
+    this.pad();
+    return this;
+  }
+
+  /** attribute holding a big-endian u32 (netfilter's __be32) */
+  u32be(type: number, v: number): this {
+    this.pad();
+    this.ensure(8);
+    writeU16H(this.buf, 8, this.pos);
+    writeU16H(this.buf, type, this.pos + 2);
+    this.buf.writeUInt32BE(v >>> 0, this.pos + 4);
+    this.pos += 8;
+    return this;
+  }
+
+  /** attribute holding a big-endian u64 (netfilter's __be64), from a number */
+  u64be(type: number, v: number): this {
+    this.pad();
+    this.ensure(12);
+    writeU16H(this.buf, 12, this.pos);
+    writeU16H(this.buf, type, this.pos + 2);
+    this.buf.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(v))), this.pos + 4);
+    this.pos += 12;
+    return this;
+  }
+
+  /** NUL-terminated string attribute (NLA_STRING / NLA_NUL_STRING) */
+  str(type: number, s: string): this {
+    const n = Buffer.byteLength(s);
+    const len = NLA_HDRLEN + n + 1;
+    if (len > 0xffff) throw new Error('netlink attribute too long');
+    this.pad();
+    this.ensure(len);
+    writeU16H(this.buf, len, this.pos);
+    writeU16H(this.buf, type, this.pos + 2);
+    this.buf.write(s, this.pos + NLA_HDRLEN, 'utf8');
+    this.buf[this.pos + NLA_HDRLEN + n] = 0;
+    this.pos += len;
+    this.pad();
+    return this;
+  }
+
+  /** open a nested attribute (type | NLA_F_NESTED); close with endNest() */
+  beginNest(type: number): this {
+    this.pad();
+    this.ensure(NLA_HDRLEN);
+    this.nests.push(this.pos);
+    writeU16H(this.buf, 0, this.pos);
+    writeU16H(this.buf, type | NLA_F_NESTED, this.pos + 2);
+    this.pos += NLA_HDRLEN;
+    return this;
+  }
+
+  endNest(): this {
+    const start = this.nests.pop();
+    if (start === undefined) throw new Error('netlink builder: no nest to end');
+    this.pad();
+    writeU16H(this.buf, this.pos - start, start);
+    return this;
+  }
+}
+
+/** One decoded netlink message; `payload` is a view into the receive buffer. */
+export interface NlMessage {
+  type: number;
+  flags: number;
+  seq: number;
+  pid: number;
+  payload: Buffer;
+}
+
+/**
+ * Split a datagram into messages.  Stops (without throwing) at the first
+ * header that is short or claims more bytes than there are.
+ */
+export function parseMessages(buf: Buffer, n = buf.length): NlMessage[] {
+  const out: NlMessage[] = [];
+  const end = Math.min(n, buf.length);
+  let off = 0;
+  while (off + NLMSG_HDRLEN <= end) {
+    const len = readU32H(buf, off);
+    if (len < NLMSG_HDRLEN || off + len > end) break;
+    out.push({
+      type: readU16H(buf, off + 4),
+      flags: readU16H(buf, off + 6),
+      seq: readU32H(buf, off + 8),
+      pid: readU32H(buf, off + 12),
+      payload: buf.subarray(off + NLMSG_HDRLEN, off + len),
+    });
+    off += align4(len);
+  }
+  return out;
+}
+
+export interface NlAttr {
+  /** type without NLA_F_NESTED / NLA_F_NET_BYTEORDER */
+  type: number;
+  nested: boolean;
+  data: Buffer;
+}
+
+/**
+ * Decode the attributes in buf[offset..].  Returns null when an attribute
+ * header is malformed (hostile or truncated input); never throws.
+ */
+export function parseAttrs(buf: Buffer, offset = 0): NlAttr[] | null {
+  const out: NlAttr[] = [];
+  let off = offset;
+  while (off < buf.length) {
+    if (off + NLA_HDRLEN > buf.length) return null;
+    const len = readU16H(buf, off);
+    const rawType = readU16H(buf, off + 2);
+    if (len < NLA_HDRLEN || off + len > buf.length) return null;
+    out.push({
+      type: rawType & NLA_TYPE_MASK,
+      nested: (rawType & NLA_F_NESTED) !== 0,
+      data: buf.subarray(off + NLA_HDRLEN, off + len),
+    });
+    off += align4(len);
+  }
+  return out;
+}
+
+/** attributes by type (last one wins), or null when malformed */
+export function attrMap(buf: Buffer, offset = 0): Map<number, Buffer> | null {
+  const attrs = parseAttrs(buf, offset);
+  if (attrs === null) return null;
+  const m = new Map<number, Buffer>();
+  for (const a of attrs) m.set(a.type, a.data);
+  return m;
+}
+
+export function attrU32be(m: Map<number, Buffer>, type: number): number | undefined {
+  const d = m.get(type);
+  return d !== undefined && d.length >= 4 ? d.readUInt32BE(0) : undefined;
+}
+
+export function attrStr(m: Map<number, Buffer>, type: number): string | undefined {
+  const d = m.get(type);
+  if (d === undefined) return undefined;
+  const z = d.indexOf(0);
+  return d.toString('utf8', 0, z < 0 ? d.length : z);
+}
+
+export interface NlError {
+  /** positive errno, 0 for an ACK */
+  errno: number;
+  /** errno name, '' for an ACK */
+  code: string;
+  /** the request's sequence number, from the echoed header */
+  seq: number;
+  /** the request's type, from the echoed header */
+  reqType: number;
+}
+
+/**
+ * Decode an NLMSG_ERROR payload: struct nlmsgerr { int error; struct nlmsghdr msg; }.
+ * error is a negative errno, or 0 for an ACK.  Returns null if too short.
+ */
+export function parseError(msg: NlMessage): NlError | null {
+  if (msg.type !== NLMSG_ERROR || msg.payload.length < 4 + NLMSG_HDRLEN) return null;
+  const err = -readI32H(msg.payload, 0);
+  return {
+    errno: err,
+    code: err === 0 ? '' : errnoName(err),
+    seq: readU32H(msg.payload, 4 + 8),
+    reqType: readU16H(msg.payload, 4 + 4),
+  };
+}
+
+/** The FtpProxyError for a netlink error; `code` is the errno name. */
+export function netlinkError(e: NlError, what: string): FtpProxyError {
+  return new FtpProxyError(e.code, `${what}: ${e.code} (${describeErrno(e.code)})`);
+}
+
+function describeErrno(code: string): string {
+  // Short texts for the errors the netfilter subsystems return in practice.
+  const texts: Record<string, string> = {
+    ENOENT: 'no such object',
+    EEXIST: 'object exists',
+    EPERM: 'operation not permitted',
+    EBUSY: 'busy',
+    EINVAL: 'invalid argument',
+    ENOBUFS: 'no buffer space',
+    EOPNOTSUPP: 'not supported',
+    ENOSPC: 'set is full',
+    ERANGE: 'out of range',
+  };
+  return texts[code] ?? code;
+}
+
+/**
+ * Wrap messages in an nftables batch: NFNL_MSG_BATCH_BEGIN / END with
+ * nfgenmsg.res_id = NFNL_SUBSYS_NFTABLES (nfnetlink.h), so the kernel applies
+ * them as one transaction.  `body` writes the messages, using seq+1.. ;
+ * returns the END's sequence number.
+ */
+export function writeBatch(b: NlBuilder, seq: number, body: (b: NlBuilder, firstSeq: number) => number): number {
+  b.beginMsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq).nfgen(NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES).endMsg();
+  const last = body(b, seq + 1);
+  b.beginMsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, last + 1).nfgen(NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES).endMsg();
+  return last + 1;
+}
+
+/** The real clock: wall milliseconds and setTimeout. */
+export function defaultClock(): Clock {
+  return {
+    now: () => Date.now(),
+    setTimer: (ms: number, fn: () => void): Timer => {
+      const t = setTimeout(fn, ms);
+      return { cancel: () => clearTimeout(t) };
+    },
+  };
+}
+
+interface Pending {
+  replies: NlMessage[];
+  resolve: (m: NlMessage[]) => void;
+  reject: (e: Error) => void;
+  timer: Timer;
+  what: string;
+}
+
+export interface NetlinkSocketOptions {
+  native?: Native;
+  clock?: Clock;
+  logger?: Logger;
+  /** receive buffer size for one recvfrom; large enough for a 64 KiB packet copy */
+  recvBufSize?: number;
+}
+
+/**
+ * One netlink socket: send, request-with-ACK matched by sequence number, and
+ * a receive loop driven by the shim's Poller that hands unsolicited messages
+ * (queued packets) to onMessage.
+ */
+export class NetlinkSocket {
+  private readonly native: Native;
+  private readonly clock: Clock;
+  private readonly logger?: Logger;
+  private readonly rbuf: Buffer;
+  private readonly kernel = sockaddrNl();
+  private fd = -1;
+  private poller: PollerHandle | null = null;
+  private seq: number;
+  private readonly pending = new Map<number, Pending>();
+  /** unsolicited messages (seq not awaited) */
+  onMessage: (msg: NlMessage) => void = () => undefined;
+  /** ENOBUFS on receive: the kernel dropped messages for us */
+  onOverrun: () => void = () => undefined;
+  /** any other receive error: the socket is unusable */
+  onFatal: (err: Error) => void = () => undefined;
+
+  constructor(opts: NetlinkSocketOptions = {}) {
+    this.native = opts.native ?? loadNative();
+    this.clock = opts.clock ?? defaultClock();
+    this.logger = opts.logger;
+    this.rbuf = Buffer.alloc(opts.recvBufSize ?? 256 * 1024);
+    // Start from a time-derived sequence so replies to a previous process's
+    // requests on a recycled port id cannot match ours.
+    this.seq = (Math.floor(Date.now() / 1000) & 0x7fffffff) >>> 0;
+  }
+
+  get isOpen(): boolean {
+    return this.fd >= 0;
+  }
+
+  /** socket(AF_NETLINK, SOCK_RAW, protocol), bound with pid 0 (kernel assigns). */
+  open(protocol: number): void {
+    if (this.fd >= 0) return;
+    const c = this.native.constants;
+    const fd = this.native.socket(c.AF_NETLINK ?? AF_NETLINK, c.SOCK_RAW, protocol);
+    try {
+      this.native.bind(fd, sockaddrNl());
+    } catch (e) {
+      this.native.close(fd);
+      throw e;
+    }
+    this.fd = fd;
+    this.poller = new this.native.Poller(fd, (status) => this.onReadable(status));
+    this.poller.start(POLL_READABLE);
+  }
+
+  /** SO_RCVBUFFORCE (root, ignores rmem_max), falling back to SO_RCVBUF. */
+  setRcvBuf(bytes: number): void {
+    const c = this.native.constants;
+    const v = Buffer.alloc(4);
+    writeU32H(v, bytes, 0);
+    try {
+      if (c.SO_RCVBUFFORCE === undefined) throw new Error('no SO_RCVBUFFORCE');
+      this.native.setsockopt(this.fd, c.SOL_SOCKET, c.SO_RCVBUFFORCE, v);
+    } catch {
+      this.native.setsockopt(this.fd, c.SOL_SOCKET, c.SO_RCVBUF, v);
+    }
+  }
+
+  setsockoptInt(level: number, name: number, value: number): void {
+    const v = Buffer.alloc(4);
+    writeU32H(v, value, 0);
+    this.native.setsockopt(this.fd, level, name, v);
+  }
+
+  /** reserve `count` consecutive sequence numbers; returns the first */
+  nextSeq(count = 1): number {
+    const s = this.seq;
+    this.seq = (this.seq + count) >>> 0;
+    if (this.seq < count) this.seq = 1; // wrapped: skip 0, used by the kernel for events
+    return s === 0 ? this.nextSeq(count) : s;
+  }
+
+  /** one sendto(2) to the kernel */
+  send(data: Buffer): void {
+    if (this.fd < 0) throw new FtpProxyError('netlink-closed', 'netlink socket is closed');
+    this.native.sendto(this.fd, data, this.kernel);
+  }
+
+  /**
+   * Send `data` (one message or a whole batch) and wait for the NLMSG_ERROR
+   * answering `ackSeq`: resolves with the replies carrying that seq (for
+   * GET requests) when the error code is 0 or a dump ends with NLMSG_DONE;
+   * rejects with FtpProxyError(errno name) on a negative error, and with
+   * 'netlink-timeout' after timeoutMs.
+   */
+  request(data: Buffer, ackSeq: number, timeoutMs: number, what = 'netlink request'): Promise<NlMessage[]> {
+    return new Promise<NlMessage[]>((resolve, reject) => {
+      if (this.fd < 0) {
+        reject(new FtpProxyError('netlink-closed', `${what}: netlink socket is closed`));
+        return;
+      }
+      const timer = this.clock.setTimer(timeoutMs, () => {
+        this.pending.delete(ackSeq);
+        reject(new FtpProxyError('netlink-timeout', `${what}: no answer from the kernel within ${timeoutMs} ms`));
+      });
+      this.pending.set(ackSeq, { replies: [], resolve, reject, timer, what });
+      try {
+        this.send(data);
+      } catch (e) {
+        timer.cancel();
+        this.pending.delete(ackSeq);
+        const code = (e as { code?: unknown }).code;
+        reject(new FtpProxyError(typeof code === 'string' ? code : 'netlink-send', `${what}: ${(e as Error).message}`, { cause: e }));
+      }
+    });
+  }
+
+  /** stop the receive loop, fail pending requests, close the descriptor */
+  close(): void {
+    if (this.poller !== null) {
+      this.poller.stop();
+      this.poller = null;
+    }
+    if (this.fd >= 0) {
+      try {
+        this.native.close(this.fd);
+      } catch {
+        /* nothing useful to do */
+      }
+      this.fd = -1;
+    }
+    for (const [seq, p] of this.pending) {
+      p.timer.cancel();
+      this.pending.delete(seq);
+      p.reject(new FtpProxyError('netlink-closed', `${p.what}: netlink socket closed`));
+    }
+  }
+
+  /** Read every datagram that is ready (also used to drain at close). */
+  drain(): void {
+    this.onReadable(0);
+  }
+
+  private onReadable(status: number): void {
+    if (status < 0) {
+      this.fail(new FtpProxyError('netlink-poll', `netlink socket poll error ${status}`));
+      return;
+    }
+    while (this.fd >= 0) {
+      let r;
+      try {
+        r = this.native.recvfrom(this.fd, this.rbuf, 0);
+      } catch (e) {
+        if ((e as { code?: unknown }).code === 'ENOBUFS') {
+          // The socket's receive queue overflowed and the kernel dropped
+          // messages for us; the socket itself is fine.
+          this.onOverrun();
+          continue;
+        }
+        this.fail(e as Error);
+        return;
+      }
+      if (r === null) return;
+      if (r.n > this.rbuf.length) this.logger?.log('warning', `netlink: message of ${r.n} bytes truncated`);
+      for (const msg of parseMessages(this.rbuf, Math.min(r.n, this.rbuf.length))) this.dispatch(msg);
+    }
+  }
+
+  private dispatch(msg: NlMessage): void {
+    const p = msg.seq !== 0 ? this.pending.get(msg.seq) : undefined;
+    if (p === undefined) {
+      if (msg.type === NLMSG_ERROR) {
+        const e = parseError(msg);
+        // An error for a request whose waiter timed out, or for a fire-and-
+        // forget message (a verdict): nobody waits, so log it.
+        if (e !== null && e.errno !== 0) this.logger?.log('warning', `netlink: unexpected error ${e.code} for seq ${e.seq}`);
+        return;
+      }
+      this.onMessage(msg);
+      return;
+    }
+    if (msg.type === NLMSG_ERROR) {
+      const e = parseError(msg);
+      this.settle(msg.seq, p);
+      if (e === null) p.reject(new FtpProxyError('netlink-proto', `${p.what}: truncated netlink error message`));
+      else if (e.errno === 0) p.resolve(p.replies);
+      else p.reject(netlinkError(e, p.what));
+    } else if (msg.type === NLMSG_DONE) {
+      this.settle(msg.seq, p);
+      p.resolve(p.replies);
+    } else {
+      // copy: the payload is a view into the shared receive buffer
+      p.replies.push({ ...msg, payload: Buffer.from(msg.payload) });
+    }
+  }
+
+  private settle(seq: number, p: Pending): void {
+    p.timer.cancel();
+    this.pending.delete(seq);
+  }
+
+  private fail(err: Error): void {
+    this.close();
+    this.onFatal(err);
+  }
+}

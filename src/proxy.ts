@@ -1,0 +1,40 @@
+/**
+ * The packet handler: engine decisions become hole requests.  The capture
+ * source releases the packet after the returned promise settles, so the hole
+ * is in place (or its bounded wait is over) before the packet that announced
+ * it goes on.
+ */
+import type { Engine } from './engine';
+import type { HoleManager } from './holes';
+import { Logger, Packet } from './types';
+
+export interface ProxyCounters {
+  packets: number;
+  holesRequested: number;
+  refused: number;
+}
+
+export class ControlProxy {
+  readonly counters: ProxyCounters = { packets: 0, holesRequested: 0, refused: 0 };
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly holes: HoleManager,
+    private readonly logger: Logger,
+  ) {}
+
+  /** PacketHandler: never rejects. */
+  readonly handle = async (pkt: Packet): Promise<void> => {
+    this.counters.packets++;
+    const decisions = this.engine.process(pkt);
+    for (const d of decisions) {
+      if (d.type === 'refuse') {
+        this.counters.refused++;
+        this.logger.log('notice', `#${d.session} no hole for ${d.via}: ${d.reason}`);
+      } else {
+        this.counters.holesRequested++;
+        await this.holes.request(d.session, d.via, d.hole);
+      }
+    }
+  };
+}
