@@ -158,6 +158,8 @@ export class NfqueueSource implements PacketSource {
   /** packet ids handed to the handler and not yet given their verdict */
   private readonly inFlight = new Set<number>();
   private handler: PacketHandler | null = null;
+  /** packets that arrived between open() and run(), held for the handler */
+  private early: { id: number; data: Uint8Array; time: number }[] = [];
   private finish: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private closed = false;
 
@@ -177,9 +179,9 @@ export class NfqueueSource implements PacketSource {
     try {
       this.sock.open(NETLINK_NETFILTER);
     } catch (e) {
-      const code = (e as { code?: unknown }).code;
       throw new FtpProxyError('nfqueue-open', `cannot open a NETLINK_NETFILTER socket: ${(e as Error).message}`, { fatal: true, cause: e });
     }
+    this.sock.onMessage = (msg) => this.onMessage(msg);
     // A big receive buffer absorbs bursts while handlers wait for the firewall.
     try {
       this.sock.setRcvBuf(this.rcvbuf);
@@ -227,7 +229,6 @@ export class NfqueueSource implements PacketSource {
     this.handler = handler;
     return new Promise<void>((resolve, reject) => {
       this.finish = { resolve, reject };
-      this.sock.onMessage = (msg) => this.onMessage(msg);
       this.sock.onOverrun = () =>
         this.logger.log('warning', `NFQUEUE ${this.queue}: queue overrun: packets lost to the kernel's fail-open/drop`);
       this.sock.onFatal = (err) => {
@@ -237,7 +238,9 @@ export class NfqueueSource implements PacketSource {
         this.finish = null;
         f?.reject(new FtpProxyError('nfqueue-lost', `NFQUEUE ${this.queue}: capture lost: ${err.message}`, { fatal: true, cause: err }));
       };
-      // Packets that arrived between open() and run().
+      const early = this.early;
+      this.early = [];
+      for (const e of early) this.deliver(e.id, { data: e.data, time: e.time });
       this.sock.drain();
     });
   }
@@ -248,30 +251,34 @@ export class NfqueueSource implements PacketSource {
       this.logger.log('debug', `NFQUEUE ${this.queue}: ignored netlink message type 0x${msg.type.toString(16)}`);
       return;
     }
-    if (this.closed || this.handler === null) {
-      this.verdict(p.id);
-      return;
-    }
-    this.inFlight.add(p.id);
     // Copy out of the shared receive buffer: the handler may keep it.
     const pkt = { data: new Uint8Array(p.payload), time: this.clock.now() };
+    if (this.closed) this.verdict(p.id);
+    else if (this.handler === null) this.early.push({ id: p.id, ...pkt });
+    else this.deliver(p.id, pkt);
+  }
+
+  private deliver(id: number, pkt: { data: Uint8Array; time: number }): void {
+    const handler = this.handler;
+    if (handler === null) return;
+    this.inFlight.add(id);
     let result: Promise<void> | void;
     try {
-      result = this.handler(pkt);
+      result = handler(pkt);
     } catch (e) {
-      this.logger.log('err', `NFQUEUE ${this.queue}: packet handler threw: ${(e as Error).message}`);
-      this.release(p.id);
+      this.logger.log('err', `NFQUEUE ${this.queue}: packet handler threw: ${e instanceof Error ? e.message : String(e)}`);
+      this.release(id);
       return;
     }
     if (result === undefined || typeof (result as Promise<void>).then !== 'function') {
-      this.release(p.id);
+      this.release(id);
       return;
     }
     (result as Promise<void>).then(
-      () => this.release(p.id),
+      () => this.release(id),
       (e: unknown) => {
         this.logger.log('err', `NFQUEUE ${this.queue}: packet handler failed: ${e instanceof Error ? e.message : String(e)}`);
-        this.release(p.id);
+        this.release(id);
       },
     );
   }
@@ -302,6 +309,8 @@ export class NfqueueSource implements PacketSource {
       this.sock.drain();
       for (const id of this.inFlight) this.verdict(id);
       this.inFlight.clear();
+      for (const e of this.early) this.verdict(e.id);
+      this.early = [];
       this.sock.close();
     }
     const f = this.finish;

@@ -1,0 +1,231 @@
+/**
+ * The engine: control packets in, hole decisions out.  Pure: no I/O, no
+ * clock of its own (packet times drive idle expiry), no firewall.
+ *
+ *   packet --decodePacket--> TCP segment --SessionTable--> session, direction
+ *          --StreamReassembler--> lines --parseLine--> announcement --decide--> Decision
+ *
+ * process() never throws: whatever the bytes, the caller can release the packet.
+ */
+
+import { decodePacket, TCP_FIN, TCP_RST, TCP_SYN, type TcpSegment } from './packet';
+import { parseLine, MAX_LINE, type Direction } from './ftp';
+import { SessionTable, type EndReason, type Session } from './session';
+import { decide, DEFAULT_MAX_PENDING } from './policy';
+import { escapeUntrusted } from './escape';
+import type { LineSink } from './reassembly';
+import type { Decision, Logger, Packet } from './types';
+
+export interface EngineOptions {
+  logger: Logger;
+  /** holes of a session still open (from the hole manager); default: none */
+  pendingFor?: (session: number) => number;
+  /** default 8 */
+  maxPendingPerSession?: number;
+  /** default 600000 */
+  idleTimeoutMs?: number;
+  /** default 65536 */
+  maxSessions?: number;
+  /** longest control line, without CR LF; default 512 */
+  maxLine?: number;
+  /** default 21 */
+  controlPort?: number;
+}
+
+export interface EngineStats {
+  /** packets given to process() */
+  packets: number;
+  /** sessions tracked now */
+  sessions: number;
+  /** complete control lines parsed */
+  lines: number;
+  /** well-formed announcements (holes + refusals) */
+  announcements: number;
+  /** announcements refused by policy */
+  refused: number;
+  /** damaged packets, bad announcement lines, overlong lines, internal errors */
+  errors: number;
+}
+
+export class Engine {
+  private readonly log: Logger;
+  private readonly pendingFor: (session: number) => number;
+  private readonly maxPending: number;
+  private readonly maxLine: number;
+  private readonly table: SessionTable;
+  private readonly st: EngineStats = { packets: 0, sessions: 0, lines: 0, announcements: 0, refused: 0, errors: 0 };
+
+  // Per-call context for the line sink (process() is synchronous, so one is enough).
+  private cur: Session | null = null;
+  private curFromClient = false;
+  private curOut: Decision[] = [];
+  private readonly sink: LineSink;
+
+  constructor(opts: EngineOptions) {
+    this.log = opts.logger;
+    this.pendingFor = opts.pendingFor ?? (() => 0);
+    this.maxPending = opts.maxPendingPerSession ?? DEFAULT_MAX_PENDING;
+    this.maxLine = opts.maxLine ?? MAX_LINE;
+    this.table = new SessionTable({
+      idleTimeoutMs: opts.idleTimeoutMs,
+      maxSessions: opts.maxSessions,
+      controlPort: opts.controlPort,
+      reassembly: { maxLine: this.maxLine },
+    });
+    this.sink = {
+      line: (bytes) => this.onLine(bytes),
+      overlong: (n) => this.onOverlong(n),
+    };
+  }
+
+  /** Decisions for one control packet, in the order of the lines that made them. */
+  process(pkt: Packet): Decision[] {
+    this.st.packets++;
+    try {
+      const r = decodePacket(pkt.data);
+      if (!r.ok) {
+        if (!r.skip) {
+          this.st.errors++;
+          this.log.log('debug', `damaged packet ignored: ${r.reason}`);
+        }
+        return [];
+      }
+      return this.segment(r.seg, pkt.time);
+    } catch (e) {
+      this.st.errors++;
+      this.log.log('err', `internal error on packet: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      return [];
+    } finally {
+      this.cur = null;
+    }
+  }
+
+  /** Forget sessions idle since before `now - idleTimeoutMs`. */
+  expire(now: number): void {
+    for (const s of this.table.expire(now)) this.ended(s, 'idle');
+  }
+
+  stats(): EngineStats {
+    return { ...this.st, sessions: this.table.size };
+  }
+
+  private segment(seg: TcpSegment, now: number): Decision[] {
+    const found = this.table.lookup(seg, now, (s) => this.ended(s, 'evicted'));
+    if (found === null) return [];
+    const { session: s, fromClient, created } = found;
+    if (created) {
+      const arrow = `${s.clientText}.${s.clientPort} -> ${s.serverText}.${s.serverPort}`;
+      this.log.log('debug', `#${s.id} new session ${arrow}${(seg.flags & TCP_SYN) !== 0 ? '' : ' (picked up mid-stream)'}`);
+    }
+
+    const out: Decision[] = [];
+    if ((seg.flags & TCP_RST) !== 0) {
+      // The peer aborted: nothing after this matters, not even its payload.
+      this.table.remove(s);
+      this.ended(s, 'rst');
+      return out;
+    }
+
+    if (seg.payload.length > 0 || (seg.flags & TCP_SYN) !== 0) {
+      this.cur = s;
+      this.curFromClient = fromClient;
+      this.curOut = out;
+      const stream = fromClient ? s.fromClient : s.fromServer;
+      stream.push(seg.seq, seg.payload, (seg.flags & TCP_SYN) !== 0, this.sink);
+      this.cur = null;
+    }
+
+    if ((seg.flags & TCP_FIN) !== 0) {
+      if (fromClient) s.clientFin = true;
+      else s.serverFin = true;
+      if (s.clientFin && s.serverFin) {
+        this.table.remove(s);
+        this.ended(s, 'fin');
+      }
+    }
+    return out;
+  }
+
+  private ended(s: Session, why: EndReason): void {
+    const text: Record<EndReason, string> = {
+      rst: 'reset',
+      fin: 'closed',
+      idle: 'idle, forgotten',
+      evicted: 'evicted (session table full)',
+    };
+    this.log.log(why === 'evicted' ? 'notice' : 'debug', `#${s.id} session end: ${text[why]}`);
+  }
+
+  private onOverlong(n: number): void {
+    const s = this.cur;
+    if (s === null) return;
+    this.st.errors++;
+    this.log.log('notice', `#${s.id} overlong line from ${this.curFromClient ? 'client' : 'server'} discarded (${n} > ${this.maxLine} bytes)`);
+  }
+
+  private onLine(bytes: Uint8Array): void {
+    const s = this.cur;
+    if (s === null) return;
+    this.st.lines++;
+    const dir: Direction = this.curFromClient ? 'client' : 'server';
+
+    if (!this.curFromClient) {
+      // Inside a multi-line reply ("nnn-" ... "nnn "), lines are free text,
+      // whatever they look like (RFC 959 4.2); its last line is a reply of its own.
+      if (s.multiline !== 0) {
+        if (bytes.length >= 4 && bytes[3] === 0x20 && replyCode(bytes) === s.multiline) s.multiline = 0;
+        else return;
+      } else if (bytes.length >= 4 && bytes[3] === 0x2d) {
+        const code = replyCode(bytes);
+        if (code > 0) {
+          s.multiline = code;
+          return;
+        }
+      }
+    }
+
+    const r = parseLine(dir, bytes, this.maxLine);
+    switch (r.kind) {
+      case 'none':
+        return;
+      case 'passive':
+        s.passive = r.cmd;
+        return;
+      case 'error':
+        this.st.errors++;
+        this.log.log('notice', `#${s.id} bad ${r.via} from ${dir}: ${r.reason}: "${escapeUntrusted(bytes)}"`);
+        return;
+      case 'announce': {
+        this.st.announcements++;
+        if (!this.curFromClient) {
+          if (s.passive === null) this.log.log('debug', `#${s.id} ${r.via} reply without a passive command seen`);
+          s.passive = null;
+        }
+        let pending = this.pendingFor(s.id);
+        for (const d of this.curOut) if (d.type === 'hole' && d.session === s.id) pending++;
+        const d = decide(
+          { session: s.id, family: s.family, client: s.client, server: s.server, clientText: s.clientText, serverText: s.serverText },
+          r,
+          { pending, maxPendingPerSession: this.maxPending },
+        );
+        if (d.type === 'refuse') {
+          this.st.refused++;
+          this.log.log('notice', `#${s.id} ${r.via} from ${dir} refused: ${d.reason}`);
+        } else {
+          this.log.log('debug', `#${s.id} ${r.via} from ${dir}: hole ${d.hole.src} -> ${d.hole.dst}.${d.hole.port}`);
+        }
+        this.curOut.push(d);
+        return;
+      }
+    }
+  }
+}
+
+/** The 3-digit code at the start of a line, or 0. */
+function replyCode(b: Uint8Array): number {
+  const a = b[0] - 0x30;
+  const c = b[1] - 0x30;
+  const e = b[2] - 0x30;
+  if (a < 0 || a > 9 || c < 0 || c > 9 || e < 0 || e > 9) return 0;
+  return a * 100 + c * 10 + e;
+}

@@ -1,0 +1,315 @@
+/**
+ * ftp6proxy: the daemon's control flow, top to bottom, the way the C daemon's
+ * main() reads:
+ *
+ *   options -> (background) -> open capture and firewall -> drop privileges
+ *           -> event loop -> cleanup
+ *
+ * Processes:
+ *   -d -d        one process: foreground, debug log to stderr, no chroot,
+ *                privileges kept.
+ *   otherwise    a monitor and a worker.  The monitor stays root outside the
+ *                chroot and never parses a packet: it checks and sweeps the
+ *                firewall, writes and removes the pidfile, forwards signals,
+ *                and sweeps again when the worker ends, however it ends (a
+ *                crash leaves nothing behind).  For the ipfw, pf and netgraph
+ *                modules it also runs the firewall commands for the worker,
+ *                after validating each request (FreeBSD checks privilege on
+ *                every ipfw call).  The worker opens the capture as root, then
+ *                chroots to -r and becomes -u; on Linux it keeps CAP_NET_ADMIN
+ *                only, which nfnetlink checks on every message.
+ *   without -d   the command starts the monitor in the background and returns
+ *                0 once the worker reported ready, 1 with the error otherwise.
+ */
+import { spawn, ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import { createFirewall, createSource, defaultModule } from './backends';
+import { RealClock } from './clock';
+import { DaemonReadiness, isDaemonChild, launchInBackground } from './daemonize';
+import { Engine } from './engine';
+import { RecordingFirewall } from './firewall/recording';
+import { HoleManager } from './holes';
+import { loadNative } from './native';
+import { Options, parseOptions, SYNOPSIS, usageText, UsageError } from './options';
+import { PidFile } from './pidfile';
+import { checkPrivilegeTargets, dropPrivileges } from './privileges';
+import { PrivsepClientFirewall, servePrivsep } from './privsep';
+import { ControlProxy } from './proxy';
+import { LevelFilter, parseFacility, StderrLogger, SyslogLogger } from './syslog';
+import { Firewall, FtpProxyError, Logger } from './types';
+
+export const EXIT_OK = 0;
+export const EXIT_START = 1;
+export const EXIT_LOST = 2;
+
+const WORKER_ENV = 'FTP6PROXY_WORKER';
+/** worker -> monitor readiness pipe, and the privsep channel */
+const WORKER_READY_FD = 3;
+const PRIVSEP_FD = 4;
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  // 1. Options: refused before anything is opened.
+  let o: Options;
+  try {
+    o = parseOptions(argv, defaultModule());
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`ftp6proxy: ${e.message}\n`);
+    if (e.showUsage) process.stderr.write(`${SYNOPSIS}\n`);
+    return EXIT_START;
+  }
+  if (o.help) {
+    process.stdout.write(usageText(o.module));
+    return EXIT_OK;
+  }
+  if (process.env[WORKER_ENV] === '1') return worker(o);
+
+  // 2. Check what we will need later, so that a bad -u, -r or -i fails now,
+  //    in the foreground, with a clear message.
+  const pidfile = o.debug === 0 ? new PidFile(o.pidfile) : undefined;
+  try {
+    if (o.debug < 2) checkPrivilegeTargets(o.user, o.rootDir);
+    pidfile?.check();
+  } catch (e) {
+    process.stderr.write(`ftp6proxy: ${message(e)}\n`);
+    return EXIT_START;
+  }
+
+  // 3. Background: the launcher returns once the daemon is really up.
+  if (o.debug === 0 && !isDaemonChild()) return launchInBackground();
+  if (o.debug === 2) return single(o);
+  return monitor(o, pidfile);
+}
+
+/** The logger of the monitor and the worker: syslog(3), opened before any chroot. */
+function openLog(o: Options): SyslogLogger {
+  return new SyslogLogger({ facility: parseFacility(o.facility), debug: false });
+}
+
+function stats(engine: Engine, holes: HoleManager, proxy: ControlProxy): string {
+  const e = engine.stats();
+  const h = holes.stats();
+  return `status: ${e.sessions} sessions, holes ${h.inUse} in use ${h.free} free, ` +
+    `${proxy.counters.packets} packets, ${h.opened} opened, ${proxy.counters.refused} refused, ` +
+    `${h.exhausted} pool exhausted, ${h.failed} firewall failures`;
+}
+
+/** Shadow mode (-n): log what would be done, touch no firewall. */
+function shadowFirewall(logger: Logger): Firewall {
+  return new RecordingFirewall({
+    onOp: (op) => {
+      const h = op.hole;
+      if (op.op === 'open' && h) logger.log('notice', `shadow: would open ${h.rule} ${h.src} ${h.dst} ${h.port}`);
+      if (op.op === 'close' && h) logger.log('notice', `shadow: would close ${h.rule}`);
+    },
+  });
+}
+
+interface RunOptions {
+  o: Options;
+  logger: Logger;
+  firewall: Firewall;
+  /** called after capture and firewall are open, before packets flow */
+  beforeLoop: () => void;
+}
+
+/**
+ * Open the capture, run the event loop, close every hole at the end.
+ * Resolves with the exit status.
+ */
+async function serve({ o, logger, firewall, beforeLoop }: RunOptions): Promise<number> {
+  const clock = new RealClock();
+  const source = createSource(o, logger);
+  await source.open();
+  await firewall.check();
+  const holes = new HoleManager({ firewall, clock, logger, base: o.base, count: o.count, timeoutSec: o.timeout });
+  const engine = new Engine({ logger, pendingFor: (s) => holes.pendingFor(s) });
+  const proxy = new ControlProxy(engine, holes, logger);
+  beforeLoop();
+
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.log('notice', `${why}: closing ${holes.stats().inUse} holes and stopping`);
+    await source.close();
+  };
+  const expiry = setInterval(() => engine.expire(clock.now()), 10_000);
+  expiry.unref();
+  const onTerm = () => void stop('SIGTERM');
+  const onInt = () => void stop('SIGINT');
+  const onStatus = () => logger.log('notice', stats(engine, holes, proxy));
+  process.on('SIGTERM', onTerm);
+  process.on('SIGINT', onInt);
+  process.on('SIGUSR1', onStatus);
+  if (os_has_siginfo()) process.on('SIGINFO' as NodeJS.Signals, onStatus);
+
+  logger.log('notice', `started: module ${o.module}, ${o.module === 'nftables' ? 'queue' : o.module === 'netgraph' ? 'hook' : 'divert port'} ${o.port}, ` +
+    `rules ${o.base}..${o.base + o.count - 1}, timeout ${o.timeout}s${o.shadow ? ', shadow mode' : ''}`);
+  let code = EXIT_OK;
+  try {
+    await source.run(proxy.handle);
+  } catch (e) {
+    logger.log('err', `capture lost: ${message(e)}`);
+    code = EXIT_LOST;
+  }
+  clearInterval(expiry);
+  await holes.closeAll();
+  try {
+    await firewall.shutdown();
+  } catch (e) {
+    logger.log('err', `firewall shutdown: ${message(e)}`);
+  }
+  logger.log('notice', `stopped: ${stats(engine, holes, proxy)}`);
+  return code;
+}
+
+function os_has_siginfo(): boolean {
+  return process.platform === 'freebsd' || process.platform === 'darwin';
+}
+
+/** -d -d: everything in this process, privileges kept, debug to stderr. */
+async function single(o: Options): Promise<number> {
+  const logger = new StderrLogger();
+  try {
+    const firewall = o.shadow ? shadowFirewall(logger) : createFirewall(o, logger);
+    await firewall.check();
+    await firewall.sweep();
+    const code = await serve({ o, logger, firewall, beforeLoop: () => undefined });
+    await firewall.sweep().catch((e: unknown) => logger.log('err', `sweep at stop: ${message(e)}`));
+    return code;
+  } catch (e) {
+    logger.log('err', message(e));
+    return EXIT_START;
+  }
+}
+
+/** The worker: capture as root, then chroot and -u; parses every packet. */
+async function worker(o: Options): Promise<number> {
+  const log = openLog(o);
+  const logger = new LevelFilter(log, 'info');
+  const ready = (line: string) => {
+    try {
+      fs.writeSync(WORKER_READY_FD, line);
+    } catch {
+      // the monitor is gone; it sweeps when it sees us end
+    }
+  };
+  try {
+    let firewall: Firewall;
+    if (o.shadow) firewall = shadowFirewall(logger);
+    else if (o.module === 'nftables') firewall = createFirewall(o, logger);
+    else firewall = new PrivsepClientFirewall({ fd: PRIVSEP_FD, logger });
+    process.on('SIGHUP', () => log.reopen());
+    return await serve({
+      o,
+      logger,
+      firewall,
+      beforeLoop: () => {
+        dropPrivileges({ user: o.user, rootDir: o.rootDir, keepNetAdmin: o.module === 'nftables' && !o.shadow });
+        logger.log('info', `running as ${o.user}, chrooted to ${o.rootDir}`);
+        ready('ready\n');
+      },
+    });
+  } catch (e) {
+    const msg = e instanceof FtpProxyError || e instanceof Error ? e.message : String(e);
+    logger.log('err', msg);
+    ready(`error: ${msg.replace(/[\r\n]+/g, ' ')}\n`);
+    return EXIT_START;
+  }
+}
+
+/** The monitor: root, outside the chroot, never parses a packet. */
+async function monitor(o: Options, pidfile: PidFile | undefined): Promise<number> {
+  const readiness = new DaemonReadiness();
+  const log = openLog(o);
+  const logger = new LevelFilter(log, 'info');
+  const fail = (msg: string): number => {
+    logger.log('err', msg);
+    if (readiness.pending) readiness.notifyError(msg);
+    else process.stderr.write(`ftp6proxy: ${msg}\n`);
+    return EXIT_START;
+  };
+  let firewall: Firewall;
+  try {
+    pidfile?.create();
+    firewall = o.shadow ? shadowFirewall(logger) : createFirewall(o, logger);
+    await firewall.check();
+    await firewall.sweep();
+  } catch (e) {
+    pidfile?.remove();
+    return fail(message(e));
+  }
+
+  const child: ChildProcess = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    env: { ...process.env, [WORKER_ENV]: '1' },
+    stdio: ['ignore', 'inherit', 'inherit', 'pipe', 'pipe'],
+  });
+  const privsep = o.module !== 'nftables' && !o.shadow
+    ? servePrivsep({ stream: child.stdio[PRIVSEP_FD], firewall, base: o.base, count: o.count, logger })
+    : undefined;
+
+  // Worker readiness -> our launcher.
+  const readyPipe = child.stdio[WORKER_READY_FD];
+  let readyText = '';
+  readyPipe?.on('data', (chunk: Buffer) => {
+    readyText += chunk.toString('utf8');
+    if (!readyText.includes('\n')) return;
+    const line = readyText.slice(0, readyText.indexOf('\n'));
+    if (line === 'ready') {
+      logger.log('notice', `worker ${child.pid} ready`);
+      readiness.notifyReady();
+    } else if (readiness.pending) {
+      readiness.notifyError(line.replace(/^error: /, ''));
+    } else {
+      process.stderr.write(`ftp6proxy: ${line.replace(/^error: /, '')}\n`);
+    }
+  });
+  readyPipe?.on('error', () => undefined);
+
+  const forward = (sig: NodeJS.Signals) => () => {
+    try {
+      child.kill(sig);
+    } catch {
+      // already gone
+    }
+  };
+  process.on('SIGTERM', forward('SIGTERM'));
+  process.on('SIGINT', forward('SIGTERM'));
+  process.on('SIGHUP', () => {
+    log.reopen();
+    forward('SIGHUP')();
+  });
+  process.on('SIGUSR1', forward('SIGUSR1'));
+  if (os_has_siginfo()) process.on('SIGINFO' as NodeJS.Signals, forward('SIGUSR1'));
+
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+    child.once('exit', (c, s) => resolve([c, s])));
+  privsep?.close();
+  // However the worker ended, leave nothing behind.
+  try {
+    await firewall.sweep();
+    await firewall.shutdown();
+  } catch (e) {
+    logger.log('err', `sweep at stop: ${message(e)}`);
+  }
+  pidfile?.remove();
+  if (readiness.pending) {
+    return fail(`the worker ended during start-up (${signal ?? `exit status ${code}`}); see the log`);
+  }
+  if (code === EXIT_OK) {
+    logger.log('notice', 'stopped');
+    return EXIT_OK;
+  }
+  logger.log('err', `worker ended: ${signal ?? `exit status ${code}`}; firewall swept`);
+  return code === EXIT_START ? EXIT_START : EXIT_LOST;
+}
+
+/** Keep the shim loaded before any chroot. */
+export function preload(): void {
+  loadNative();
+}
