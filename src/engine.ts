@@ -93,7 +93,11 @@ export class Engine {
       return this.segment(r.seg, pkt.time);
     } catch (e) {
       this.st.errors++;
-      this.log.log('err', `internal error on packet: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      try {
+        this.log.log('err', `internal error on packet: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      } catch {
+        // a failing logger must not make process() throw either
+      }
       return [];
     } finally {
       this.cur = null;
@@ -132,6 +136,8 @@ export class Engine {
       this.curOut = out;
       const stream = fromClient ? s.fromClient : s.fromServer;
       stream.push(seg.seq, seg.payload, (seg.flags & TCP_SYN) !== 0, this.sink);
+      // Idle sessions should hold no line buffer (memory per session).
+      stream.release();
       this.cur = null;
     }
 

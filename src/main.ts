@@ -22,7 +22,7 @@
  *                0 once the worker reported ready, 1 with the error otherwise.
  */
 import { spawn, ChildProcess } from 'child_process';
-import * as fs from 'fs';
+import { Readable, Writable } from 'stream';
 import { createFirewall, createSource, defaultModule } from './backends';
 import { RealClock } from './clock';
 import { DaemonReadiness, isDaemonChild, launchInBackground } from './daemonize';
@@ -33,19 +33,17 @@ import { loadNative } from './native';
 import { Options, parseOptions, SYNOPSIS, usageText, UsageError } from './options';
 import { PidFile } from './pidfile';
 import { checkPrivilegeTargets, dropPrivileges } from './privileges';
-import { PrivsepClientFirewall, servePrivsep } from './privsep';
+import { openChildChannel, PrivsepClientFirewall, PrivsepServer } from './privsep';
 import { ControlProxy } from './proxy';
 import { LevelFilter, parseFacility, StderrLogger, SyslogLogger } from './syslog';
-import { Firewall, FtpProxyError, Logger } from './types';
+import { Firewall, Logger } from './types';
 
 export const EXIT_OK = 0;
 export const EXIT_START = 1;
 export const EXIT_LOST = 2;
 
+/** set in the worker's environment; its channel to the monitor is on fds 3 and 4 (src/privsep.ts) */
 const WORKER_ENV = 'FTP6PROXY_WORKER';
-/** worker -> monitor readiness pipe, and the privsep channel */
-const WORKER_READY_FD = 3;
-const PRIVSEP_FD = 4;
 
 function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -87,7 +85,9 @@ export async function main(argv: string[]): Promise<number> {
 
 /** The logger of the monitor and the worker: syslog(3), opened before any chroot. */
 function openLog(o: Options): SyslogLogger {
-  return new SyslogLogger({ facility: parseFacility(o.facility), debug: false });
+  const log = new SyslogLogger({ facility: parseFacility(o.facility), debug: false });
+  log.open();
+  return log;
 }
 
 function stats(engine: Engine, holes: HoleManager, proxy: ControlProxy): string {
@@ -128,7 +128,7 @@ async function serve({ o, logger, firewall, beforeLoop }: RunOptions): Promise<n
   await firewall.check();
   const holes = new HoleManager({ firewall, clock, logger, base: o.base, count: o.count, timeoutSec: o.timeout });
   const engine = new Engine({ logger, pendingFor: (s) => holes.pendingFor(s) });
-  const proxy = new ControlProxy(engine, holes, logger);
+  const proxy = new ControlProxy(engine, holes);
   beforeLoop();
 
   let stopping = false;
@@ -146,7 +146,7 @@ async function serve({ o, logger, firewall, beforeLoop }: RunOptions): Promise<n
   process.on('SIGTERM', onTerm);
   process.on('SIGINT', onInt);
   process.on('SIGUSR1', onStatus);
-  if (os_has_siginfo()) process.on('SIGINFO' as NodeJS.Signals, onStatus);
+  if (hasSiginfo()) process.on('SIGINFO' as NodeJS.Signals, onStatus);
 
   logger.log('notice', `started: module ${o.module}, ${o.module === 'nftables' ? 'queue' : o.module === 'netgraph' ? 'hook' : 'divert port'} ${o.port}, ` +
     `rules ${o.base}..${o.base + o.count - 1}, timeout ${o.timeout}s${o.shadow ? ', shadow mode' : ''}`);
@@ -168,7 +168,7 @@ async function serve({ o, logger, firewall, beforeLoop }: RunOptions): Promise<n
   return code;
 }
 
-function os_has_siginfo(): boolean {
+function hasSiginfo(): boolean {
   return process.platform === 'freebsd' || process.platform === 'darwin';
 }
 
@@ -192,33 +192,31 @@ async function single(o: Options): Promise<number> {
 async function worker(o: Options): Promise<number> {
   const log = openLog(o);
   const logger = new LevelFilter(log, 'info');
-  const ready = (line: string) => {
-    try {
-      fs.writeSync(WORKER_READY_FD, line);
-    } catch {
-      // the monitor is gone; it sweeps when it sees us end
-    }
-  };
+  // The channel to the monitor (fds 3 and 4), opened before the chroot.
+  const channel = openChildChannel();
   try {
     let firewall: Firewall;
     if (o.shadow) firewall = shadowFirewall(logger);
     else if (o.module === 'nftables') firewall = createFirewall(o, logger);
-    else firewall = new PrivsepClientFirewall({ fd: PRIVSEP_FD, logger });
+    else firewall = new PrivsepClientFirewall(channel.input, channel.output, { kind: o.module });
     process.on('SIGHUP', () => log.reopen());
-    return await serve({
+    const code = await serve({
       o,
       logger,
       firewall,
       beforeLoop: () => {
-        dropPrivileges({ user: o.user, rootDir: o.rootDir, keepNetAdmin: o.module === 'nftables' && !o.shadow });
-        logger.log('info', `running as ${o.user}, chrooted to ${o.rootDir}`);
-        ready('ready\n');
+        const r = dropPrivileges({ user: o.user, rootDir: o.rootDir, keepNetAdmin: o.module === 'nftables' && !o.shadow });
+        logger.log('info', `worker running as ${o.user} (uid ${r.uid}), chrooted to ${o.rootDir}`);
+        channel.output.write('ready\n');
       },
     });
+    channel.output.end();
+    channel.input.destroy();
+    return code;
   } catch (e) {
-    const msg = e instanceof FtpProxyError || e instanceof Error ? e.message : String(e);
+    const msg = message(e);
     logger.log('err', msg);
-    ready(`error: ${msg.replace(/[\r\n]+/g, ' ')}\n`);
+    process.stderr.write(`ftp6proxy: ${msg}\n`);
     return EXIT_START;
   }
 }
@@ -247,29 +245,27 @@ async function monitor(o: Options, pidfile: PidFile | undefined): Promise<number
 
   const child: ChildProcess = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     env: { ...process.env, [WORKER_ENV]: '1' },
-    stdio: ['ignore', 'inherit', 'inherit', 'pipe', 'pipe'],
+    stdio: ['ignore', 'inherit', 'pipe', 'pipe', 'pipe'],
   });
-  const privsep = o.module !== 'nftables' && !o.shadow
-    ? servePrivsep({ stream: child.stdio[PRIVSEP_FD], firewall, base: o.base, count: o.count, logger })
-    : undefined;
-
-  // Worker readiness -> our launcher.
-  const readyPipe = child.stdio[WORKER_READY_FD];
-  let readyText = '';
-  readyPipe?.on('data', (chunk: Buffer) => {
-    readyText += chunk.toString('utf8');
-    if (!readyText.includes('\n')) return;
-    const line = readyText.slice(0, readyText.indexOf('\n'));
-    if (line === 'ready') {
-      logger.log('notice', `worker ${child.pid} ready`);
-      readiness.notifyReady();
-    } else if (readiness.pending) {
-      readiness.notifyError(line.replace(/^error: /, ''));
-    } else {
-      process.stderr.write(`ftp6proxy: ${line.replace(/^error: /, '')}\n`);
+  // The worker's stderr: passed on, and its last words kept for the launcher.
+  let lastWords = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    const text = chunk.toString('utf8');
+    lastWords = (lastWords + text).slice(-2000);
+    try {
+      process.stderr.write(text);
+    } catch {
+      // no stderr in the background
     }
   });
-  readyPipe?.on('error', () => undefined);
+  const server = new PrivsepServer(firewall, child.stdio[4] as Readable, child.stdio[3] as Writable, {
+    pool: { base: o.base, count: o.count },
+    logger,
+    onReady: () => {
+      logger.log('notice', `worker ${child.pid} ready`);
+      readiness.notifyReady();
+    },
+  });
 
   const forward = (sig: NodeJS.Signals) => () => {
     try {
@@ -285,12 +281,12 @@ async function monitor(o: Options, pidfile: PidFile | undefined): Promise<number
     forward('SIGHUP')();
   });
   process.on('SIGUSR1', forward('SIGUSR1'));
-  if (os_has_siginfo()) process.on('SIGINFO' as NodeJS.Signals, forward('SIGUSR1'));
+  if (hasSiginfo()) process.on('SIGINFO' as NodeJS.Signals, forward('SIGUSR1'));
 
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
     child.once('exit', (c, s) => resolve([c, s])));
-  privsep?.close();
   // However the worker ended, leave nothing behind.
+  await server.closeAll();
   try {
     await firewall.sweep();
     await firewall.shutdown();
@@ -299,7 +295,8 @@ async function monitor(o: Options, pidfile: PidFile | undefined): Promise<number
   }
   pidfile?.remove();
   if (readiness.pending) {
-    return fail(`the worker ended during start-up (${signal ?? `exit status ${code}`}); see the log`);
+    const said = /ftp6proxy: (.*)\n?$/.exec(lastWords.trim());
+    return fail(said !== null ? said[1] : `the worker ended during start-up (${signal ?? `exit status ${code}`})`);
   }
   if (code === EXIT_OK) {
     logger.log('notice', 'stopped');

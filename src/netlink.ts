@@ -436,6 +436,8 @@ export function defaultClock(): Clock {
 }
 
 interface Pending {
+  /** every seq that settles this request: the ACKed one, and a batch's BEGIN/END */
+  seqs: number[];
   replies: NlMessage[];
   resolve: (m: NlMessage[]) => void;
   reject: (e: Error) => void;
@@ -470,6 +472,11 @@ export class NetlinkSocket {
   onMessage: (msg: NlMessage) => void = () => undefined;
   /** ENOBUFS on receive: the kernel dropped messages for us */
   onOverrun: () => void = () => undefined;
+  /**
+   * An error answering a message nobody waits for (a verdict, or a request
+   * that timed out).  Default: log a warning.
+   */
+  onError: (e: NlError) => void = (e) => this.logger?.log('warning', `netlink: unexpected error ${e.code} for seq ${e.seq}`);
   /** any other receive error: the socket is unusable */
   onFatal: (err: Error) => void = () => undefined;
 
@@ -541,24 +548,28 @@ export class NetlinkSocket {
    * answering `ackSeq`: resolves with the replies carrying that seq (for
    * GET requests) when the error code is 0 or a dump ends with NLMSG_DONE;
    * rejects with FtpProxyError(errno name) on a negative error, and with
-   * 'netlink-timeout' after timeoutMs.
+   * 'netlink-timeout' after timeoutMs.  `alsoSeqs`: the other messages of a
+   * batch — an error for them (e.g. EPERM on BATCH_BEGIN) also rejects, since
+   * the kernel then never answers the ACKed message.
    */
-  request(data: Buffer, ackSeq: number, timeoutMs: number, what = 'netlink request'): Promise<NlMessage[]> {
+  request(data: Buffer, ackSeq: number, timeoutMs: number, what = 'netlink request', alsoSeqs: number[] = []): Promise<NlMessage[]> {
     return new Promise<NlMessage[]>((resolve, reject) => {
       if (this.fd < 0) {
         reject(new FtpProxyError('netlink-closed', `${what}: netlink socket is closed`));
         return;
       }
+      const seqs = [ackSeq, ...alsoSeqs];
       const timer = this.clock.setTimer(timeoutMs, () => {
-        this.pending.delete(ackSeq);
+        for (const q of seqs) this.pending.delete(q);
         reject(new FtpProxyError('netlink-timeout', `${what}: no answer from the kernel within ${timeoutMs} ms`));
       });
-      this.pending.set(ackSeq, { replies: [], resolve, reject, timer, what });
+      const p: Pending = { seqs, replies: [], resolve, reject, timer, what };
+      for (const q of seqs) this.pending.set(q, p);
       try {
         this.send(data);
       } catch (e) {
         timer.cancel();
-        this.pending.delete(ackSeq);
+        for (const q of seqs) this.pending.delete(q);
         const code = (e as { code?: unknown }).code;
         reject(new FtpProxyError(typeof code === 'string' ? code : 'netlink-send', `${what}: ${(e as Error).message}`, { cause: e }));
       }
@@ -579,9 +590,10 @@ export class NetlinkSocket {
       }
       this.fd = -1;
     }
-    for (const [seq, p] of this.pending) {
+    const all = new Set(this.pending.values());
+    this.pending.clear();
+    for (const p of all) {
       p.timer.cancel();
-      this.pending.delete(seq);
       p.reject(new FtpProxyError('netlink-closed', `${p.what}: netlink socket closed`));
     }
   }
@@ -622,8 +634,8 @@ export class NetlinkSocket {
       if (msg.type === NLMSG_ERROR) {
         const e = parseError(msg);
         // An error for a request whose waiter timed out, or for a fire-and-
-        // forget message (a verdict): nobody waits, so log it.
-        if (e !== null && e.errno !== 0) this.logger?.log('warning', `netlink: unexpected error ${e.code} for seq ${e.seq}`);
+        // forget message (a verdict): nobody waits.
+        if (e !== null && e.errno !== 0) this.onError(e);
         return;
       }
       this.onMessage(msg);
@@ -631,12 +643,14 @@ export class NetlinkSocket {
     }
     if (msg.type === NLMSG_ERROR) {
       const e = parseError(msg);
-      this.settle(msg.seq, p);
+      // an ACK (0) for another message of the batch settles nothing
+      if (msg.seq !== p.seqs[0] && e !== null && e.errno === 0) return;
+      this.settle(p);
       if (e === null) p.reject(new FtpProxyError('netlink-proto', `${p.what}: truncated netlink error message`));
       else if (e.errno === 0) p.resolve(p.replies);
       else p.reject(netlinkError(e, p.what));
     } else if (msg.type === NLMSG_DONE) {
-      this.settle(msg.seq, p);
+      this.settle(p);
       p.resolve(p.replies);
     } else {
       // copy: the payload is a view into the shared receive buffer
@@ -644,9 +658,9 @@ export class NetlinkSocket {
     }
   }
 
-  private settle(seq: number, p: Pending): void {
+  private settle(p: Pending): void {
     p.timer.cancel();
-    this.pending.delete(seq);
+    for (const q of p.seqs) this.pending.delete(q);
   }
 
   private fail(err: Error): void {

@@ -6,7 +6,7 @@
  */
 import type { Engine } from './engine';
 import type { HoleManager } from './holes';
-import { Logger, Packet } from './types';
+import { Packet } from './types';
 
 export interface ProxyCounters {
   packets: number;
@@ -20,7 +20,6 @@ export class ControlProxy {
   constructor(
     private readonly engine: Engine,
     private readonly holes: HoleManager,
-    private readonly logger: Logger,
   ) {}
 
   /** PacketHandler: never rejects. */
@@ -29,8 +28,8 @@ export class ControlProxy {
     const decisions = this.engine.process(pkt);
     for (const d of decisions) {
       if (d.type === 'refuse') {
+        // the engine has logged the refusal and its reason
         this.counters.refused++;
-        this.logger.log('notice', `#${d.session} no hole for ${d.via}: ${d.reason}`);
       } else {
         this.counters.holesRequested++;
         await this.holes.request(d.session, d.via, d.hole);

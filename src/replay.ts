@@ -100,7 +100,7 @@ export async function replay(input: ReplayInput): Promise<ReplayResult> {
         },
   });
   const engine = new Engine({ logger, pendingFor: (s) => holes.pendingFor(s) });
-  const proxy = new ControlProxy(engine, holes, logger);
+  const proxy = new ControlProxy(engine, holes);
 
   try {
     await firewall.check();

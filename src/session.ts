@@ -109,6 +109,9 @@ export class SessionTable {
     let created = false;
     if (s === undefined) {
       if ((seg.flags & 0x04) !== 0) return null; // RST: nothing to forget
+      // A bare ACK or FIN (the tail of a session we just forgot, or a keep-alive)
+      // carries no line: only a SYN or data starts tracking.
+      if ((seg.flags & 0x02) === 0 && seg.payload.length === 0) return null;
       if (this.map.size >= this.maxSessions) {
         const oldest = this.map.values().next().value as Session;
         this.map.delete(oldest.key);

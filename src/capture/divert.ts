@@ -56,7 +56,7 @@
  * - Reinjection needs sendto() with the address: write()/send() carry no rule
  *   number, and div_send() rejects a sockaddr that is not AF_INET/16 bytes.
  */
-import { loadNative, Native, POLL_READABLE, SysError } from '../native';
+import { loadNative, Native, POLL_READABLE, PollerHandle, SysError } from '../native';
 import { decodeDivertAddr, encodeDivertBind, SOCKADDR_IN_LEN } from '../bsd/sockaddr';
 import { Clock, FtpProxyError, Logger, Packet, PacketHandler, PacketSource, Timer } from '../types';
 
@@ -103,12 +103,26 @@ function errCode(e: unknown): string {
     : '';
 }
 
+/**
+ * Readiness through the shim's Poller.  The shim's stop() closes the uv_poll
+ * handle for good, so pausing means stopping and starting means a new Poller.
+ */
 function pollerWatch(native: Native, fd: number, onReady: (err?: Error) => void): Watch {
-  const poller = new native.Poller(fd, (status: number) => {
-    if (status < 0) onReady(new Error(`poll failed on fd ${fd}: status ${status}`));
-    else onReady();
-  });
-  return { start: () => poller.start(POLL_READABLE), stop: () => poller.stop() };
+  let poller: PollerHandle | undefined;
+  return {
+    start: () => {
+      if (poller !== undefined) return;
+      poller = new native.Poller(fd, (status: number) => {
+        if (status < 0) onReady(new Error(`poll failed on fd ${fd}: status ${status}`));
+        else onReady();
+      });
+      poller.start(POLL_READABLE);
+    },
+    stop: () => {
+      poller?.stop();
+      poller = undefined;
+    },
+  };
 }
 
 /** The real divert socket through the native shim. */

@@ -231,18 +231,33 @@ export class NfqueueSource implements PacketSource {
       this.finish = { resolve, reject };
       this.sock.onOverrun = () =>
         this.logger.log('warning', `NFQUEUE ${this.queue}: queue overrun: packets lost to the kernel's fail-open/drop`);
-      this.sock.onFatal = (err) => {
-        this.inFlight.clear();
-        this.closed = true;
-        const f = this.finish;
-        this.finish = null;
-        f?.reject(new FtpProxyError('nfqueue-lost', `NFQUEUE ${this.queue}: capture lost: ${err.message}`, { fatal: true, cause: err }));
+      this.sock.onFatal = (err) =>
+        this.fail(new FtpProxyError('nfqueue-lost', `NFQUEUE ${this.queue}: capture lost: ${err.message}`, { fatal: true, cause: err }));
+      this.sock.onError = (e) => {
+        if (e.reqType === MSG_VERDICT && e.code === 'EPERM') {
+          // nfnetlink checks CAP_NET_ADMIN of the *sending* process too
+          // (netlink_net_capable), so after setuid without keeping the
+          // capability no verdict is accepted and every packet stays held.
+          this.fail(new FtpProxyError('nfqueue-perm', `NFQUEUE ${this.queue}: the kernel refuses our verdicts (EPERM): this process lacks CAP_NET_ADMIN`, { fatal: true }));
+        } else {
+          this.logger.log('warning', `NFQUEUE ${this.queue}: netlink error ${e.code} for message type 0x${e.reqType.toString(16)}`);
+        }
       };
       const early = this.early;
       this.early = [];
       for (const e of early) this.deliver(e.id, { data: e.data, time: e.time });
       this.sock.drain();
     });
+  }
+
+  private fail(err: FtpProxyError): void {
+    this.inFlight.clear();
+    this.early = [];
+    this.closed = true;
+    this.sock.close();
+    const f = this.finish;
+    this.finish = null;
+    f?.reject(err);
   }
 
   private onMessage(msg: NlMessage): void {

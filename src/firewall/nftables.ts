@@ -389,7 +389,7 @@ export class NftablesFirewall implements Firewall {
       const seq = this.sock.nextSeq(3);
       const ack = encodeFlushBatch(this.b.reset(), seq, this.table, set);
       try {
-        await this.sock.request(this.b.bytes(), ack, this.ackTimeoutMs, `nft flush set ${set}`);
+        await this.sock.request(this.b.bytes(), ack, this.ackTimeoutMs, `nft flush set ${set}`, [seq, ack + 1]);
       } catch (e) {
         if ((e as FtpProxyError).code !== 'ENOENT') throw e;
         this.logger.log('debug', `nftables: set ${set} not there to sweep`);
@@ -410,7 +410,7 @@ export class NftablesFirewall implements Firewall {
     const key = encodeKey(hole, this.keys[hole.family]);
     const seq = this.sock.nextSeq(3);
     const ack = encodeSetElemBatch(this.b.reset(), seq, this.table, SET_NAMES[hole.family], key, Math.max(1, Math.round(timeoutSec * 1000)));
-    await this.sock.request(this.b.bytes(), ack, this.ackTimeoutMs, `nft add element ${SET_NAMES[hole.family]}`);
+    await this.sock.request(this.b.bytes(), ack, this.ackTimeoutMs, `nft add element ${SET_NAMES[hole.family]}`, [seq, ack + 1]);
   }
 
   /** nft delete element <table> ftp6proxyN { src . dst . port }; gone already is fine */
@@ -421,7 +421,7 @@ export class NftablesFirewall implements Firewall {
     const seq = this.sock.nextSeq(3);
     const ack = encodeSetElemBatch(this.b.reset(), seq, this.table, SET_NAMES[hole.family], key, null);
     try {
-      await this.sock.request(this.b.bytes(), ack, this.ackTimeoutMs, `nft delete element ${SET_NAMES[hole.family]}`);
+      await this.sock.request(this.b.bytes(), ack, this.ackTimeoutMs, `nft delete element ${SET_NAMES[hole.family]}`, [seq, ack + 1]);
     } catch (e) {
       // ENOENT: the element timed out, or a one-shot rule deleted it on use.
       if ((e as FtpProxyError).code !== 'ENOENT') throw e;

@@ -31,7 +31,7 @@
  *     .files            names and contents of the files served over FTP
  *     .run(ns, argv, {timeoutMs?, input?}) -> RunResult    (spawnSync, never throws)
  *     .spawnIn(ns, argv, SpawnOptions?) -> ChildProcess   (async; killed on destroy)
- *     .runAsync(ns, argv, {timeoutMs?}) -> Promise<RunResult>
+ *     .runAsync(ns, argv, {timeoutMs?, input?}) -> Promise<RunResult>  (SIGKILL on timeout)
  *     .setPolicy('open' | 'deny' | 'helper', queueNum?)
  *         open:   inet filter with the two sets, forward policy accept;
  *         deny:   the exact DESIGN.md ruleset (inet filter, sets ftp6proxy4/6,
@@ -50,7 +50,8 @@
  *         received are the expected ones (for a file) or name the expected
  *         entries (for a listing).
  *     .startCapture(file, {filter?, iface?, snaplen?}) -> Promise<Capture>
- *         tcpdump in the gateway, writing pcap (not pcapng). Capture.stop().
+ *         tcpdump in the gateway, writing pcap (not pcapng). Capture.stop()
+ *         resolves to {captured, dropped} from tcpdump's summary.
  *     .destroy()                                    idempotent teardown
  *
  *   clientSupports(client, mode, family): boolean   which combinations exist
@@ -129,9 +130,15 @@ export interface FtpServer {
   output(): string;
 }
 
+export interface CaptureStats {
+  /** Packets written, and packets the kernel dropped (tcpdump's summary at exit). */
+  captured: number;
+  dropped: number;
+}
+
 export interface Capture {
   file: string;
-  stop(): Promise<void>;
+  stop(): Promise<CaptureStats>;
 }
 
 export interface ClientRequest {
@@ -165,7 +172,7 @@ export interface Lab {
   readonly ftpRoot: string;
   readonly files: ServedFiles;
   run(ns: string, argv: string[], opts?: { timeoutMs?: number; input?: string }): RunResult;
-  runAsync(ns: string, argv: string[], opts?: { timeoutMs?: number }): Promise<RunResult>;
+  runAsync(ns: string, argv: string[], opts?: { timeoutMs?: number; input?: string }): Promise<RunResult>;
   spawnIn(ns: string, argv: string[], opts?: SpawnOptions): ChildProcess;
   setPolicy(policy: Policy, queueNum?: number): void;
   nftList(): string;
@@ -416,14 +423,18 @@ export function createLab(opts: LabOptions = {}): Lab {
     return p;
   };
 
-  const runAsync = (n: string, argv: string[], o: { timeoutMs?: number } = {}): Promise<RunResult> =>
+  const runAsync = (n: string, argv: string[], o: { timeoutMs?: number; input?: string } = {}): Promise<RunResult> =>
     new Promise((resolve) => {
-      const p = spawnIn(n, argv);
+      const p = spawnIn(n, argv, { stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
       let timedOut = false;
       p.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
       p.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      if (p.stdin) {
+        p.stdin.on('error', () => undefined);
+        p.stdin.end(o.input);
+      }
       const t = setTimeout(() => {
         timedOut = true;
         p.kill('SIGKILL');
@@ -647,7 +658,7 @@ export function createLab(opts: LabOptions = {}): Lab {
         p.endsWith('/') ? `ls ${p} ${out}` : `get ${p} ${out}`,
         'quit', '',
       ].join('\n');
-      r = await runWithInput(ns.client, argv, script, req.timeoutMs ?? 15000);
+      r = await runAsync(ns.client, argv, { input: script, timeoutMs: req.timeoutMs ?? 15000 });
     } else {
       r = await runAsync(ns.client, argv, { timeoutMs: req.timeoutMs ?? 15000 });
     }
@@ -682,33 +693,16 @@ export function createLab(opts: LabOptions = {}): Lab {
     return null;
   };
 
-  const runWithInput = (n: string, argv: string[], input: string, timeoutMs: number): Promise<RunResult> =>
-    new Promise((resolve) => {
-      const p = spawnIn(n, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      let timedOut = false;
-      p.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      p.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      p.stdin?.on('error', () => undefined);
-      p.stdin?.end(input);
-      const t = setTimeout(() => {
-        timedOut = true;
-        p.kill('SIGKILL');
-      }, timeoutMs);
-      p.once('close', (status, signal) => {
-        clearTimeout(t);
-        resolve({ argv, status, signal, stdout, stderr, timedOut });
-      });
-    });
-
   const startCapture = async (
     file: string,
     o: { filter?: string; iface?: string; snaplen?: number } = {},
   ): Promise<Capture> => {
-    // tcpdump(8): -w writes pcap (not pcapng); -U flushes per packet so that
-    // stopping with SIGINT loses nothing; -s sets the snapshot length.
-    const argv = ['tcpdump', '-n', '-U', '-i', o.iface ?? iface.gwServer, '-s', String(o.snaplen ?? 65535), '-w', file];
+    // tcpdump(8): -w writes pcap (not pcapng); -U flushes per packet, and
+    // --immediate-mode hands each packet over at once (otherwise libpcap's
+    // TPACKET_V3 ring holds packets up to its 1 s block timeout, and the ones
+    // still in the ring are lost at SIGINT); -s sets the snapshot length.
+    // -B: a larger kernel buffer (KiB) so that bursts are not dropped.
+    const argv = ['tcpdump', '-n', '-U', '--immediate-mode', '-B', '8192', '-i', o.iface ?? iface.gwServer, '-s', String(o.snaplen ?? 65535), '-w', file];
     if (o.filter) argv.push(...o.filter.split(/\s+/));
     const proc = spawnIn(ns.gateway, argv);
     let err = '';
@@ -724,6 +718,8 @@ export function createLab(opts: LabOptions = {}): Lab {
         // Let the last packets of a closing connection reach the capture.
         await new Promise((r) => setTimeout(r, 200));
         await killAndWait(proc, 'SIGINT');
+        const num = (re: RegExp): number => Number(re.exec(err)?.[1] ?? NaN);
+        return { captured: num(/(\d+) packets? captured/), dropped: num(/(\d+) packets? dropped by kernel/) };
       },
     };
   };

@@ -1,0 +1,524 @@
+/**
+ * Byte-level tests of the generic netlink encoder/decoder (src/netlink.ts)
+ * and of the NFQUEUE messages (src/capture/nfqueue.ts), plus NetlinkSocket
+ * and NfqueueSource against a scripted fake of the native shim.
+ *
+ * Expected bytes are written out by hand for a little-endian host:
+ * nlmsghdr and nlattr headers are host order (include/uapi/linux/netlink.h),
+ * nfnetlink payload fields are big-endian (include/uapi/linux/netfilter/nfnetlink.h).
+ */
+import * as os from 'os';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import {
+  NFQNL_CFG_CMD_BIND,
+  NFQA_CFG_F_FAIL_OPEN,
+  NF_ACCEPT,
+  NfqueueSource,
+  decodeNfqPacket,
+  encodeNfqCommand,
+  encodeNfqParams,
+  encodeNfqVerdict,
+} from '../../src/capture/nfqueue';
+import { Native, PollerHandle, RecvResult } from '../../src/native';
+import {
+  NLMSG_ERROR,
+  NLM_F_ACK,
+  NLM_F_REQUEST,
+  NetlinkSocket,
+  NlBuilder,
+  NlMessage,
+  attrMap,
+  parseAttrs,
+  parseError,
+  parseMessages,
+  sockaddrNl,
+  writeBatch,
+} from '../../src/netlink';
+import { Clock, FtpProxyError, Level, Timer } from '../../src/types';
+
+/** "14 00 | 00 00" -> bytes; anything but hex digits is a separator */
+function hex(s: string): Buffer {
+  return Buffer.from(s.replace(/#[^\n]*/g, '').replace(/[^0-9a-fA-F]/g, ''), 'hex');
+}
+function eqBytes(actual: Buffer, expected: Buffer, what = ''): void {
+  assert.is(actual.toString('hex'), expected.toString('hex'), what);
+}
+
+if (os.endianness() !== 'LE') {
+  console.log('SKIP: the hand-written byte layouts are for little-endian hosts');
+  process.exit(0);
+}
+
+// ---- encoders -----------------------------------------------------------------
+
+test('sockaddr_nl: family AF_NETLINK=16 host order, pad, pid 0, groups 0', () => {
+  eqBytes(sockaddrNl(), hex('10 00  00 00  00 00 00 00  00 00 00 00'));
+  eqBytes(sockaddrNl(0x01020304, 5), hex('10 00  00 00  04 03 02 01  05 00 00 00'));
+});
+
+test('nlmsghdr: len, type, flags, seq, pid in host order', () => {
+  const b = new NlBuilder(8); // also exercises growth
+  b.beginMsg(0x0a01, NLM_F_REQUEST | NLM_F_ACK, 0x01020304, 7).endMsg();
+  // u32 len=16 | u16 type | u16 flags=REQUEST|ACK | u32 seq | u32 pid
+  eqBytes(b.bytes(), hex('10 00 00 00  01 0a  05 00  04 03 02 01  07 00 00 00'));
+});
+
+test('attributes: header in host order, payload padded to 4 bytes', () => {
+  const b = new NlBuilder();
+  b.beginMsg(1, 0, 0)
+    .attr(1, Buffer.from([0xaa, 0xbb, 0xcc, 0xdd, 0xee])) // len 9, padded to 12
+    .str(2, 'ab') // "ab\0": len 7, padded to 8
+    .u32be(3, 0x11223344) // netfilter __be32
+    .u64be(4, 2000) // netfilter __be64
+    .endMsg();
+  eqBytes(
+    b.bytes(),
+    hex(`
+      38 00 00 00  01 00  00 00  00 00 00 00  00 00 00 00   # nlmsghdr, len 56
+      09 00 01 00  aa bb cc dd  ee 00 00 00                 # nla_len 9, type 1, pad 3
+      07 00 02 00  61 62 00 00                              # "ab\\0" + 1 pad
+      08 00 03 00  11 22 33 44                              # big-endian value
+      0c 00 04 00  00 00 00 00 00 00 07 d0                  # 2000 as __be64
+    `),
+  );
+});
+
+test('nested attributes carry NLA_F_NESTED and the length of their contents', () => {
+  const b = new NlBuilder();
+  b.beginMsg(1, 0, 0).beginNest(3).beginNest(1).u32be(2, 1).endNest().endNest().endMsg();
+  eqBytes(
+    b.bytes(),
+    hex(`
+      20 00 00 00  01 00 00 00  00 00 00 00  00 00 00 00   # len 32
+      10 00 03 80                                          # nest 3 | NLA_F_NESTED, len 16
+      0c 00 01 80                                          #   nest 1 | NLA_F_NESTED, len 12
+      08 00 02 00  00 00 00 01                             #     u32be 1
+    `),
+  );
+});
+
+test('builder refuses unbalanced use', () => {
+  const b = new NlBuilder();
+  b.beginMsg(1, 0, 0);
+  assert.throws(() => b.bytes());
+  assert.throws(() => b.beginMsg(1, 0, 0));
+  b.beginNest(1);
+  assert.throws(() => b.endMsg());
+  b.reset();
+  assert.throws(() => b.endNest());
+});
+
+test('batch: NFNL_MSG_BATCH_BEGIN/END (0x10/0x11) with res_id NFNL_SUBSYS_NFTABLES (10) big-endian', () => {
+  const b = new NlBuilder();
+  const end = writeBatch(b, 5, (bb, s) => {
+    bb.beginMsg(0x0a0e, NLM_F_REQUEST, s).nfgen(1, 0).endMsg();
+    return s;
+  });
+  assert.is(end, 7);
+  eqBytes(
+    b.bytes(),
+    hex(`
+      14 00 00 00  10 00  01 00  05 00 00 00  00 00 00 00   # BEGIN, seq 5
+      00 00  00 0a                                          # nfgenmsg: AF_UNSPEC, V0, res_id 10 (BE)
+      14 00 00 00  0e 0a  01 00  06 00 00 00  00 00 00 00   # the body, seq 6
+      01 00  00 00                                          # nfgenmsg: NFPROTO_INET, V0, res_id 0
+      14 00 00 00  11 00  01 00  07 00 00 00  00 00 00 00   # END, seq 7
+      00 00  00 0a
+    `),
+  );
+});
+
+test('NFQNL_MSG_CONFIG bind: type (3<<8)|2, NFQA_CFG_CMD {command 1, pad, pf 0}, res_id = queue', () => {
+  // include/uapi/linux/netfilter/nfnetlink_queue.h: struct nfqnl_msg_config_cmd
+  const b = encodeNfqCommand(new NlBuilder(), 9, 10004, NFQNL_CFG_CMD_BIND);
+  eqBytes(
+    b.bytes(),
+    hex(`
+      1c 00 00 00  02 03  05 00  09 00 00 00  00 00 00 00   # len 28, REQUEST|ACK
+      00 00  27 14                                          # AF_UNSPEC, V0, res_id 10004 BE
+      08 00 01 00  01 00  00 00                             # NFQA_CFG_CMD: BIND, _pad, pf 0
+    `),
+  );
+});
+
+test('NFQNL_MSG_CONFIG params: copy_range BE32 0xffff, copy_mode PACKET, mask+flags FAIL_OPEN', () => {
+  // struct nfqnl_msg_config_params { __be32 copy_range; __u8 copy_mode; } packed
+  const b = encodeNfqParams(new NlBuilder(), 10, 7, 0xffff, NFQA_CFG_F_FAIL_OPEN);
+  eqBytes(
+    b.bytes(),
+    hex(`
+      30 00 00 00  02 03  05 00  0a 00 00 00  00 00 00 00   # len 48
+      00 00  00 07                                          # queue 7
+      09 00 02 00  00 00 ff ff  02 00 00 00                 # NFQA_CFG_PARAMS, len 9 + pad 3
+      08 00 04 00  00 00 00 01                              # NFQA_CFG_MASK = FAIL_OPEN
+      08 00 05 00  00 00 00 01                              # NFQA_CFG_FLAGS = FAIL_OPEN
+    `),
+  );
+});
+
+test('NFQNL_MSG_VERDICT: type (3<<8)|1, NFQA_VERDICT_HDR {verdict BE32 NF_ACCEPT, id BE32}', () => {
+  const b = encodeNfqVerdict(new NlBuilder(), 11, 10004, 0x01020304, NF_ACCEPT);
+  eqBytes(
+    b.bytes(),
+    hex(`
+      20 00 00 00  01 03  01 00  0b 00 00 00  00 00 00 00   # len 32, REQUEST only
+      00 00  27 14
+      0c 00 02 00  00 00 00 01  01 02 03 04                 # verdict 1, packet id
+    `),
+  );
+});
+
+// ---- decoders -----------------------------------------------------------------
+
+/** an NFQNL_MSG_PACKET as the kernel sends it, built by hand */
+const PACKET = hex(`
+  2c 00 00 00  00 03  00 00  00 00 00 00  00 00 00 00   # len 44, type (3<<8)|0
+  02 00  27 14                                          # NFPROTO_IPV4, V0, queue 10004
+  0b 00 01 00  00 00 00 2a  08 00  03 00                # PACKET_HDR: id 42, hw 0x0800, hook 3 (+pad)
+  0c 00 0a 00  45 00 00 08  de ad be ef                 # NFQA_PAYLOAD, 8 bytes
+`);
+
+test('parseMessages + decodeNfqPacket on a hand-built NFQNL_MSG_PACKET', () => {
+  const msgs = parseMessages(PACKET);
+  assert.is(msgs.length, 1);
+  const p = decodeNfqPacket(msgs[0]);
+  assert.ok(p !== null);
+  assert.is(p?.queue, 10004);
+  assert.is(p?.id, 42);
+  assert.is(p?.hwProtocol, 0x0800);
+  assert.is(p?.hook, 3);
+  assert.is(p?.payload.toString('hex'), '45000008deadbeef');
+});
+
+test('parseMessages splits several messages and stops at bad headers without throwing', () => {
+  const two = Buffer.concat([PACKET, PACKET]);
+  assert.is(parseMessages(two).length, 2);
+  assert.is(parseMessages(two, PACKET.length + 10).length, 1, 'second one truncated by n');
+  const cases: [string, Buffer][] = [
+    ['empty', Buffer.alloc(0)],
+    ['short header', PACKET.subarray(0, 10)],
+    ['len beyond data', PACKET.subarray(0, 40)],
+    ['len < 16', hex('08 00 00 00  00 00 00 00  00 00 00 00  00 00 00 00')],
+    ['len 0', Buffer.alloc(32)],
+  ];
+  for (const [what, buf] of cases) assert.equal(parseMessages(buf), [], what);
+});
+
+test('hostile NFQUEUE packets decode to null, never throw', () => {
+  const msg = (payload: Buffer, type = 0x0300): NlMessage => ({ type, flags: 0, seq: 0, pid: 0, payload });
+  const body = PACKET.subarray(16);
+  const cases: [string, NlMessage][] = [
+    ['wrong type', msg(body, 0x0301)],
+    ['no nfgenmsg', msg(Buffer.alloc(2))],
+    ['no PACKET_HDR', msg(hex('02 00 27 14  0c 00 0a 00  45 00 00 08 de ad be ef'))],
+    ['short PACKET_HDR', msg(hex('02 00 27 14  08 00 01 00  00 00 00 2a'))],
+    ['attr len past end', msg(hex('02 00 27 14  ff 00 01 00  00 00 00 2a'))],
+    ['attr len < 4', msg(hex('02 00 27 14  02 00 01 00'))],
+    ['dangling bytes', msg(hex('02 00 27 14  0b 00'))],
+  ];
+  for (const [what, m] of cases) assert.is(decodeNfqPacket(m), null, what);
+  // a packet without payload still decodes, so it still gets its verdict
+  const p = decodeNfqPacket(msg(hex('02 00 27 14  0b 00 01 00  00 00 00 07 08 00 03 00')));
+  assert.is(p?.id, 7);
+  assert.is(p?.payload.length, 0);
+});
+
+test('parseAttrs/attrMap: nested flag reported, malformed input gives null', () => {
+  const a = parseAttrs(hex('08 00 03 80  01 02 03 04  05 00 01 00  ff 00 00 00'));
+  assert.equal(
+    a?.map((x) => [x.type, x.nested, x.data.toString('hex')]),
+    [
+      [3, true, '01020304'],
+      [1, false, 'ff'],
+    ],
+  );
+  assert.is(parseAttrs(hex('08 00 01')), null);
+  assert.is(attrMap(hex('09 00 01 00 00')), null);
+});
+
+/** NLMSG_ERROR: int error; then the request's nlmsghdr */
+function errorMsg(errno: number, seq: number, reqType = 0x0a0c): Buffer {
+  const b = Buffer.alloc(36);
+  b.writeUInt32LE(36, 0);
+  b.writeUInt16LE(NLMSG_ERROR, 4);
+  b.writeUInt16LE(0x100, 6); // NLM_F_CAPPED
+  b.writeUInt32LE(seq, 8);
+  b.writeInt32LE(-errno, 16);
+  b.writeUInt32LE(20, 20); // echoed request header: len, type, flags, seq, pid
+  b.writeUInt16LE(reqType, 24);
+  b.writeUInt32LE(seq, 28);
+  return b;
+}
+
+test('NLMSG_ERROR: ACK, negative errno with its name, truncated', () => {
+  const ack = parseError(parseMessages(errorMsg(0, 5))[0]);
+  assert.equal(ack, { errno: 0, code: '', seq: 5, reqType: 0x0a0c });
+  const enoent = parseError(parseMessages(errorMsg(2, 6))[0]);
+  assert.equal(enoent, { errno: 2, code: 'ENOENT', seq: 6, reqType: 0x0a0c });
+  assert.is(parseError(parseMessages(errorMsg(1, 6))[0])?.code, 'EPERM');
+  assert.is(parseError({ type: NLMSG_ERROR, flags: 0, seq: 1, pid: 0, payload: Buffer.alloc(8) }), null);
+  assert.is(parseError({ type: 0x0300, flags: 0, seq: 1, pid: 0, payload: Buffer.alloc(40) }), null);
+});
+
+// ---- NetlinkSocket and NfqueueSource against a fake shim -------------------------
+
+class FakeNative {
+  sent: Buffer[] = [];
+  inbox: (Buffer | { code: string })[] = [];
+  closed = false;
+  poll: ((status: number, events: number) => void) | null = null;
+  /** reply to each sent datagram (called synchronously in sendto) */
+  onSend: (data: Buffer) => void = () => undefined;
+  bindCode: string | null = null;
+
+  asNative(): Native {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    class Poller implements PollerHandle {
+      constructor(_fd: number, cb: (s: number, e: number) => void) {
+        self.poll = cb;
+      }
+      start(): void {}
+      stop(): void {
+        self.poll = null;
+      }
+    }
+    const err = (code: string): Error => Object.assign(new Error(code), { code });
+    return {
+      socket: () => 42,
+      socketpair: () => [0, 0],
+      bind: () => undefined,
+      connect: () => undefined,
+      sendto: (_fd: number, data: Buffer) => {
+        this.sent.push(Buffer.from(data));
+        this.onSend(Buffer.from(data));
+        return data.length;
+      },
+      recvfrom: (_fd: number, buf: Buffer): RecvResult | null => {
+        const next = this.inbox.shift();
+        if (next === undefined) return null;
+        if (!Buffer.isBuffer(next)) throw err(next.code);
+        next.copy(buf);
+        return { n: next.length, addr: sockaddrNl() };
+      },
+      setsockopt: () => undefined,
+      getsockopt: () => Buffer.alloc(4),
+      close: () => {
+        this.closed = true;
+      },
+      chroot: () => undefined,
+      getpwnam: () => null,
+      Poller,
+      constants: {
+        AF_UNIX: 1, AF_INET: 2, AF_INET6: 10, AF_NETLINK: 16, SOCK_STREAM: 1, SOCK_DGRAM: 2, SOCK_RAW: 3,
+        SOL_SOCKET: 1, SO_RCVBUF: 8, SO_SNDBUF: 7, SO_RCVBUFFORCE: 33, SO_ERROR: 4, MSG_DONTWAIT: 64,
+        MSG_TRUNC: 32, EAGAIN: 11, ENOBUFS: 105, EAFNOSUPPORT: 97, EPROTONOSUPPORT: 93, EPERM: 1, ENOENT: 2, EINVAL: 22,
+      },
+      platform: 'linux',
+    };
+  }
+
+  deliver(...items: (Buffer | { code: string })[]): void {
+    this.inbox.push(...items);
+    this.poll?.(0, 1);
+  }
+}
+
+class FakeClock implements Clock {
+  t = 0;
+  timers: { at: number; fn: () => void; live: boolean }[] = [];
+  now(): number {
+    return this.t;
+  }
+  setTimer(ms: number, fn: () => void): Timer {
+    const e = { at: this.t + ms, fn, live: true };
+    this.timers.push(e);
+    return { cancel: () => void (e.live = false) };
+  }
+  advance(ms: number): void {
+    this.t += ms;
+    for (const e of this.timers) if (e.live && e.at <= this.t) { e.live = false; e.fn(); }
+  }
+}
+
+const seqOf = (b: Buffer): number => b.readUInt32LE(8);
+
+test('NetlinkSocket.request: resolves on ACK with the replies, rejects with the errno name, times out', async () => {
+  const fake = new FakeNative();
+  const clock = new FakeClock();
+  const s = new NetlinkSocket({ native: fake.asNative(), clock });
+  s.open(12);
+  // reply: a data message with the same seq, then the ACK
+  fake.onSend = (d) => {
+    const seq = seqOf(d);
+    const reply = Buffer.from(PACKET);
+    reply.writeUInt32LE(seq, 8);
+    if (seq % 3 === 0) fake.inbox.push(reply, errorMsg(0, seq));
+    else if (seq % 3 === 1) fake.inbox.push(errorMsg(2, seq));
+    setImmediate(() => fake.poll?.(0, 1));
+  };
+  const b = new NlBuilder();
+  let seq = s.nextSeq();
+  while (seq % 3 !== 0) seq = s.nextSeq();
+  const replies = await s.request(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq, 100);
+  assert.is(replies.length, 1);
+  assert.is(replies[0].type, 0x0300);
+
+  seq = s.nextSeq();
+  while (seq % 3 !== 1) seq = s.nextSeq();
+  try {
+    await s.request(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq, 100);
+    assert.unreachable();
+  } catch (e) {
+    assert.instance(e, FtpProxyError);
+    assert.is((e as FtpProxyError).code, 'ENOENT');
+  }
+
+  seq = s.nextSeq();
+  while (seq % 3 !== 2) seq = s.nextSeq();
+  const p = s.request(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq, 100, 'slow thing');
+  clock.advance(101);
+  try {
+    await p;
+    assert.unreachable();
+  } catch (e) {
+    assert.is((e as FtpProxyError).code, 'netlink-timeout');
+    assert.match((e as Error).message, 'slow thing');
+  }
+  s.close();
+  assert.ok(fake.closed);
+});
+
+test('NetlinkSocket: ENOBUFS is an overrun and the loop goes on; another error is fatal', () => {
+  const fake = new FakeNative();
+  const s = new NetlinkSocket({ native: fake.asNative(), clock: new FakeClock() });
+  s.open(12);
+  const got: number[] = [];
+  let overruns = 0;
+  let fatal: Error | null = null;
+  s.onMessage = (m) => void got.push(m.type);
+  s.onOverrun = () => void overruns++;
+  s.onFatal = (e) => void (fatal = e);
+  fake.deliver(PACKET, { code: 'ENOBUFS' }, PACKET);
+  assert.is(overruns, 1);
+  assert.equal(got, [0x0300, 0x0300]);
+  assert.is(fatal, null);
+  fake.deliver({ code: 'EBADF' });
+  assert.ok(fatal !== null);
+  assert.ok(fake.closed);
+});
+
+function packetWithId(id: number): Buffer {
+  const b = Buffer.from(PACKET);
+  b.writeUInt32BE(id, 24); // PACKET_HDR.packet_id
+  return b;
+}
+/** the ids of the NF_ACCEPT verdicts sent */
+function verdicts(fake: FakeNative): number[] {
+  return fake.sent.filter((d) => d.readUInt16LE(4) === 0x0301).map((d) => {
+    assert.is(d.readUInt32BE(24), NF_ACCEPT);
+    return d.readUInt32BE(28);
+  });
+}
+
+async function openedSource(fake: FakeNative, clock = new FakeClock()): Promise<NfqueueSource> {
+  fake.onSend = (d) => {
+    if ((d.readUInt16LE(6) & NLM_F_ACK) !== 0) {
+      fake.inbox.push(fake.bindCode === null ? errorMsg(0, seqOf(d)) : errorMsg(fake.bindCode === 'EPERM' ? 1 : 16, seqOf(d)));
+      setImmediate(() => fake.poll?.(0, 1));
+    }
+  };
+  const logs: string[] = [];
+  const src = new NfqueueSource({ queue: 10004, logger: { log: (l: Level, m: string) => void logs.push(m) }, native: fake.asNative(), clock });
+  await src.open();
+  return src;
+}
+
+test('NfqueueSource: exactly one verdict per packet whether the handler returns, throws, rejects or resolves later', async () => {
+  const fake = new FakeNative();
+  const src = await openedSource(fake);
+  const later: (() => void)[] = [];
+  const done = src.run((p) => {
+    const kind = p.data[4]; // we vary one payload byte per packet
+    if (kind === 1) throw new Error('sync');
+    if (kind === 2) return Promise.reject(new Error('async'));
+    if (kind === 3) return new Promise<void>((r) => later.push(r));
+    return undefined;
+  });
+  const pk = (id: number, kind: number): Buffer => {
+    const b = packetWithId(id);
+    b[32 + 4 + 4] = kind; // payload byte 4
+    return b;
+  };
+  fake.deliver(pk(1, 0), pk(2, 1), pk(3, 2), pk(4, 3), pk(5, 3));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(verdicts(fake).sort(), [1, 2, 3]);
+  later[1]();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(verdicts(fake).sort(), [1, 2, 3, 5]);
+  await src.close(); // releases 4, still held
+  assert.equal(verdicts(fake).sort(), [1, 2, 3, 4, 5]);
+  later[0](); // settles after close: no second verdict
+  await new Promise((r) => setImmediate(r));
+  assert.is(verdicts(fake).length, 5);
+  await done;
+});
+
+test('NfqueueSource: a fatal socket error rejects run()', async () => {
+  const fake = new FakeNative();
+  const src = await openedSource(fake);
+  const done = src.run(() => undefined);
+  fake.deliver({ code: 'EBADF' });
+  try {
+    await done;
+    assert.unreachable();
+  } catch (e) {
+    assert.is((e as FtpProxyError).code, 'nfqueue-lost');
+  }
+});
+
+test('NfqueueSource: verdicts refused with EPERM (CAP_NET_ADMIN lost) reject run()', async () => {
+  const fake = new FakeNative();
+  const src = await openedSource(fake);
+  const done = src.run(() => undefined);
+  fake.deliver(errorMsg(1, 12345, 0x0301));
+  try {
+    await done;
+    assert.unreachable();
+  } catch (e) {
+    assert.is((e as FtpProxyError).code, 'nfqueue-perm');
+  }
+});
+
+test('NetlinkSocket.request: an error on another message of the batch (BEGIN) rejects at once', async () => {
+  const fake = new FakeNative();
+  const clock = new FakeClock();
+  const s = new NetlinkSocket({ native: fake.asNative(), clock });
+  s.open(12);
+  const seq = s.nextSeq(3);
+  const p = s.request(Buffer.alloc(16), seq + 1, 100, 'batch', [seq, seq + 2]);
+  fake.deliver(errorMsg(0, seq + 2), errorMsg(1, seq)); // an ACK for END settles nothing; EPERM for BEGIN does
+  try {
+    await p;
+    assert.unreachable();
+  } catch (e) {
+    assert.is((e as FtpProxyError).code, 'EPERM');
+  }
+  s.close();
+});
+
+test('NfqueueSource: bind errors are clear', async () => {
+  const fake = new FakeNative();
+  fake.bindCode = 'EBUSY';
+  try {
+    await openedSource(fake);
+    assert.unreachable();
+  } catch (e) {
+    assert.is((e as FtpProxyError).code, 'nfqueue-busy');
+    assert.match((e as Error).message, 'NFQUEUE 10004 is in use');
+  }
+  assert.throws(() => new NfqueueSource({ queue: 70000, logger: { log: () => undefined }, native: fake.asNative() }), /0\.\.65535/);
+});
+
+test.run();
