@@ -126,7 +126,7 @@ export function synsFromTcpdump(text: string): DataSyn[] {
   return out;
 }
 
-interface Segment { t: number; src: string; dst: string; sport: number; dport: number; seq: number; payload: Buffer }
+interface Segment { t: number; src: string; dst: string; sport: number; dport: number; seq: number; flags: number; payload: Buffer }
 
 /** Ethernet (DLT 1) pcap -> TCP segments with payload. Only what the lab writes. */
 export function readPcapSegments(buf: Buffer): Segment[] {
@@ -164,9 +164,25 @@ export function readPcapSegments(buf: Buffer): Segment[] {
       l4 = ip.subarray(40, 40 + ip.readUInt16BE(4));
     } else continue;
     const doff = (l4[12] >> 4) * 4;
-    segs.push({ t, src, dst, sport: l4.readUInt16BE(0), dport: l4.readUInt16BE(2), seq: l4.readUInt32BE(4), payload: l4.subarray(doff) });
+    segs.push({ t, src, dst, sport: l4.readUInt16BE(0), dport: l4.readUInt16BE(2), seq: l4.readUInt32BE(4), flags: l4[13], payload: l4.subarray(doff) });
   }
   return segs;
+}
+
+/** Directions whose sequence numbers jump forward: bytes the capture missed. */
+export function sequenceGaps(segs: Segment[]): string[] {
+  const next = new Map<string, number>();
+  const gaps: string[] = [];
+  for (const s of segs) {
+    const key = `${s.src}.${s.sport} > ${s.dst}.${s.dport}`;
+    // TCP flags byte (RFC 9293): FIN 0x01, SYN 0x02.
+    const len = s.payload.length + (s.flags & 0x02 ? 1 : 0) + (s.flags & 0x01 ? 1 : 0);
+    const n = next.get(key);
+    if (n !== undefined && ((s.seq - n) | 0) > 0) gaps.push(`${key}: ${(s.seq - n) | 0} bytes missing before seq ${s.seq}`);
+    const end = (s.seq + len) >>> 0;
+    if (n === undefined || ((end - n) | 0) > 0) next.set(key, end);
+  }
+  return gaps;
 }
 
 export interface Announcement { t: number; kind: string; src: string; dst: string; port: number; text: string }
@@ -277,7 +293,10 @@ async function recordOne(lab: Lab, s: TraceSpec, outDir: string, keepFull: boole
   const syns = synsFromTcpdump(text.replace(/^\d+\.\d+ /gm, ''));
   let expect: string;
   try {
-    const anns = announcements(readPcapSegments(fs.readFileSync(ctlFile)));
+    const segs = readPcapSegments(fs.readFileSync(ctlFile));
+    const gaps = sequenceGaps(segs);
+    if (gaps.length > 0) throw new Error(`control capture incomplete: ${gaps.join('; ')}`);
+    const anns = announcements(segs);
     expect = expectText(syns, anns, synTimesFromTcpdump(text));
     // The name promises the data commands: v6-epsv-... must hold only 229 replies, etc.
     const want = { epsv: '229', pasv: '227', eprt: 'EPRT', port: 'PORT' }[s.name.split('-')[1]];
