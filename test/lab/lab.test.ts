@@ -139,6 +139,25 @@ if (why !== null) {
           const r = await lab.runClient({ ...c, timeoutMs: 8000 });
           assert.not.ok(r.ok, `${c.client} IPv${c.family} ${c.mode} must fail without ftp6proxy (got: ${r.received.length} bytes)`);
         }
+        // The control packets really went through the NFQUEUE rules (here by
+        // --queue-bypass, which continues with the next hook entry exactly as
+        // a verdict ACCEPT from ftp6proxy does)...
+        for (const tool of ['iptables', 'ip6tables']) {
+          const v = lab.run(lab.ns.gateway, [tool, '-vnxL', 'FORWARD']).stdout;
+          const counts = [...v.matchAll(/^\s*(\d+)\s+\d+\s+NFQUEUE/gm)].map((m) => Number(m[1]));
+          assert.equal(counts.length, 2, v);
+          assert.ok(counts.every((c) => c > 0), `${tool} NFQUEUE rules saw packets: ${counts.join(' ')}`);
+        }
+        // ...and the inet filter chain still decides after them: without
+        // `tcp dport 21 ct state new accept` no new control connection passes.
+        const listing = lab.run(lab.ns.gateway, ['nft', '-a', 'list', 'chain', 'inet', 'filter', 'forward']).stdout;
+        const handle = /tcp dport 21 ct state new accept # handle (\d+)/.exec(listing)?.[1];
+        assert.ok(handle, listing);
+        lab.run(lab.ns.gateway, ['nft', 'delete', 'rule', 'inet', 'filter', 'forward', 'handle', String(handle)]);
+        const blocked = await lab.runAsync(lab.ns.client,
+          ['curl', '-sS', '-I', '--connect-timeout', '3', `ftp://[${lab.addr.server[6]}]/${lab.files.small.name}`]);
+        assert.is.not(blocked.status, 0, 'control connection must be dropped by inet filter once its rule is gone');
+        lab.setPolicy('deny', 10004);
       } finally {
         await srv.stop();
       }

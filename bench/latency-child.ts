@@ -1,0 +1,88 @@
+/**
+ * Instrumented ftp6proxy for the hole-latency figure: the daemon's own
+ * wiring (NfqueueSource -> ControlProxy(Engine, HoleManager) ->
+ * NftablesFirewall, as src/main.ts serve() does), with each packet's time in
+ * user space measured from its arrival (the source's clock, read right after
+ * the netlink message is decoded) to the end of the handler, which is when
+ * NfqueueSource sends the verdict (in the promise's next reaction).
+ *
+ * Run inside the gateway namespace, as root:
+ *   ip netns exec GW node dist/bench/latency-child.js QUEUE FAMILY/TABLE
+ * It prints "ready" once the queue is bound and the sets checked, and on
+ * "stop" (a line on stdin) it prints one JSON line with the samples (ms) and exits.
+ */
+import { performance } from 'perf_hooks';
+import * as readline from 'readline';
+import { NfqueueSource } from '../src/capture/nfqueue';
+import { RealClock } from '../src/clock';
+import { Engine } from '../src/engine';
+import { NftablesFirewall } from '../src/firewall/nftables';
+import { HoleManager } from '../src/holes';
+import { ControlProxy } from '../src/proxy';
+import type { Clock, Logger, Packet } from '../src/types';
+
+export interface LatencySamples {
+  /** packets whose handler opened a hole (a netlink round trip to nftables) */
+  hole: number[];
+  /** every other control packet */
+  noHole: number[];
+  errors: string[];
+}
+
+async function main(argv: string[]): Promise<void> {
+  const queue = Number(argv[0] ?? 10004);
+  const table = argv[1] ?? 'inet/filter';
+  const errors: string[] = [];
+  const logger: Logger = {
+    log: (level, msg) => {
+      if (level === 'err' || level === 'warning') errors.push(`${level}: ${msg}`);
+    },
+  };
+  // Sub-millisecond arrival times: performance.now() instead of Date.now().
+  const fine: Clock = {
+    now: () => performance.now(),
+    setTimer: (ms, fn) => {
+      const t = setTimeout(fn, ms);
+      return { cancel: () => clearTimeout(t) };
+    },
+  };
+  const source = new NfqueueSource({ queue, logger, clock: fine });
+  const firewall = new NftablesFirewall({ table, logger });
+  await source.open();
+  await firewall.check();
+  await firewall.sweep();
+  const holes = new HoleManager({ firewall, clock: new RealClock(), logger, base: 10000, count: 1000, timeoutSec: 2 });
+  const engine = new Engine({ logger, pendingFor: (s) => holes.pendingFor(s) });
+  const proxy = new ControlProxy(engine, holes);
+  const samples: LatencySamples = { hole: [], noHole: [], errors };
+
+  const handler = async (pkt: Packet): Promise<void> => {
+    const before = proxy.counters.holesRequested;
+    await proxy.handle(pkt);
+    const dt = performance.now() - pkt.time;
+    (proxy.counters.holesRequested > before ? samples.hole : samples.noHole).push(dt);
+  };
+
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on('line', (line) => {
+    if (line.trim() !== 'stop') return;
+    rl.close();
+    void (async () => {
+      await source.close();
+      await holes.closeAll();
+      await firewall.shutdown();
+      process.stdout.write(JSON.stringify(samples) + '\n');
+      process.exit(0);
+    })();
+  });
+  const running = source.run(handler);
+  process.stdout.write('ready\n');
+  await running;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).catch((e: unknown) => {
+    process.stderr.write(`latency child: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  });
+}
