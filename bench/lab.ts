@@ -68,13 +68,23 @@ function transit(fileA: string, fileB: string): Matched {
   // A packet is identified by its bytes from the IP header on, less the
   // fields the gateway changes (IPv4 TTL and header checksum, IPv6 hop limit).
   const ident = (ip: Uint8Array): string | null => {
+    // The TCP checksum too: veth hands over CHECKSUM_PARTIAL packets, and
+    // queueing to NFQUEUE completes the checksum (skb_checksum_help) on the way.
     const c = Buffer.from(ip);
+    let tcp: number;
     if (c[0] >> 4 === 4) {
       c[8] = 0;
       c[10] = 0;
       c[11] = 0;
-    } else if (c[0] >> 4 === 6) c[7] = 0;
-    else return null;
+      tcp = (c[0] & 0x0f) * 4;
+    } else if (c[0] >> 4 === 6) {
+      c[7] = 0;
+      tcp = 40;
+    } else return null;
+    if (c.length >= tcp + 18) {
+      c[tcp + 16] = 0;
+      c[tcp + 17] = 0;
+    }
     return c.toString('latin1');
   };
   const index = (file: string) => {

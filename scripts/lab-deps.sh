@@ -25,6 +25,8 @@ curl:/usr/bin/curl
 lftp:/usr/bin/lftp
 tnftp:/usr/bin/tnftp
 wget:/usr/bin/wget
+rsyslog:/usr/sbin/rsyslogd
+mandoc:/usr/bin/mandoc
 "
 # Shared libraries /usr/sbin/pure-ftpd links against (apt-cache depends pure-ftpd).
 PUREFTPD_LIBS="libcap2 libcrypt1 libpam0g libsodium23 libssl3"

@@ -331,9 +331,13 @@ export function checkFlags(flags: string, module: ModuleName = 'ipfw'): FlagRepo
   for (const [c, v] of opts) if (c === 'm' && typeof v === 'string' && (MODULES as readonly string[]).includes(v)) mod = v as ModuleName;
   const defaults = defaultsFor(mod);
 
+  const good: Array<[string, string | true]> = [];
   for (const [c, v] of opts) {
-    const shown = v === true ? `-${c}` : `-${c} ${v}`;
-    const argv = ['-m', mod, ...(v === true ? [`-${c}`] : [`-${c}`, v])];
+    const shown = v === true ? `-${c}` : `-${c} ${/^[^\s'"]+$/.test(v) ? v : `'${v}'`}`;
+    // Alone, with neutral partners where the check involves another option
+    // (the pool range, -j outside the pool): combinations are checked below.
+    const partner: Record<string, string[]> = { b: ['-c', '1'], c: ['-b', '1'], j: ['-b', v === '1' ? '2' : '1', '-c', '1'] };
+    const argv = ['-m', mod, ...(partner[c] ?? []), ...(v === true ? [`-${c}`] : [`-${c}`, v])];
     let err: string | null = null;
     try {
       if (c !== 'h') parseOptions(argv, mod);
@@ -345,6 +349,7 @@ export function checkFlags(flags: string, module: ModuleName = 'ipfw'): FlagRepo
       bad(`${shown} with module ${mod}: refused by ftp6proxy: ${err}`);
       continue;
     }
+    good.push([c, v]);
     if ((NEW_WITH_VALUE + NEW_FLAGS).includes(c)) {
       lines.push(`${shown}: accepted (${MEANING[c]}); new in this port, not understood by the C daemon`);
     } else if (c === 'h') {
@@ -361,9 +366,9 @@ export function checkFlags(flags: string, module: ModuleName = 'ipfw'): FlagRepo
   }
 
   // Combinations (pool beyond 65534, -j inside the pool, -d three times).
-  if (problems === 0) {
+  {
     try {
-      const argv = opts.flatMap(([c, v]) => (v === true ? [`-${c}`] : [`-${c}`, v]));
+      const argv = good.flatMap(([c, v]) => (v === true ? [`-${c}`] : [`-${c}`, v]));
       parseOptions(argv.includes('-m') ? argv : ['-m', mod, ...argv], mod);
     } catch (e) {
       if (!(e instanceof UsageError)) throw e;
@@ -744,12 +749,20 @@ export async function compatMain(argv: string[], platformModule: ModuleName, io:
   try {
     switch (cmd) {
       case 'flags': {
-        const { opts, operands } = getopt(rest, new Set(['m']), new Set());
-        // The flags string may itself start with '-': take everything after our options.
-        if (operands.length < 1) throw new UsageError('flags: the flags string is missing (quote it)');
+        // The flags string itself starts with '-': only a leading `-m module`
+        // (or `--`) is ours, the rest is the string (quoted, or as words).
         let module: ModuleName = 'ipfw';
-        for (const [c, v] of opts) if (c === 'm') module = moduleArg(v as string);
-        const r = checkFlags(operands.join(' '), module);
+        let words = rest;
+        if (words[0] === '-m' && words.length > 1) {
+          module = moduleArg(words[1]);
+          words = words.slice(2);
+        } else if (words[0] !== undefined && words[0].startsWith('-m') && words[0].length > 2 && !words[0].includes(' ')) {
+          module = moduleArg(words[0].slice(2));
+          words = words.slice(1);
+        }
+        if (words[0] === '--') words = words.slice(1);
+        if (words.length < 1) throw new UsageError('flags: the flags string is missing (quote it)');
+        const r = checkFlags(words.join(' '), module);
         for (const l of r.lines) io.out(l);
         return r.ok ? 0 : 1;
       }

@@ -40,7 +40,8 @@ async function main(): Promise<number> {
     const o = await t.real({ seed: args.seed, numRuns: Number.MAX_SAFE_INTEGER, timeLimitMs: share });
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     total += o.numRuns;
-    console.log(`${t.name.padEnd(12)} ${String(o.numRuns).padStart(9)} runs ${secs.toFixed(1).padStart(6)} s ${String(Math.round(o.numRuns / secs)).padStart(8)}/s   ${o.failed ? 'FAIL' : 'ok'}`);
+    console.log(`${t.name.padEnd(12)} ${String(o.numRuns).padStart(9)} runs ${secs.toFixed(1).padStart(6)} s ${String(Math.round(o.numRuns / secs)).padStart(8)}/s   ${o.failed ? 'FAIL' : 'ok'}` +
+      (Object.keys(o.counters).length > 0 ? `  (${Object.entries(o.counters).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''));
     if (o.failed) {
       bad++;
       console.log(`  ${o.detail}`);

@@ -55,6 +55,8 @@ export interface Outcome {
   numRuns: number;
   /** the shrunk counterexample and error, when failed */
   detail: string;
+  /** what the runs exercised (shows the property is not vacuous) */
+  counters: Record<string, number>;
 }
 
 export interface CheckParams {
@@ -72,7 +74,12 @@ export interface Target {
   broken: (p: CheckParams) => Promise<Outcome>;
 }
 
-async function check<Ts>(prop: fc.IRawProperty<Ts>, p: CheckParams): Promise<Outcome> {
+type Counters = Record<string, number>;
+function bump(c: Counters | undefined, k: string, n = 1): void {
+  if (c !== undefined) c[k] = (c[k] ?? 0) + n;
+}
+
+async function check<Ts>(prop: fc.IRawProperty<Ts>, p: CheckParams, counters: Counters = {}): Promise<Outcome> {
   const d = await fc.check(prop, {
     seed: p.seed,
     numRuns: p.numRuns,
@@ -86,7 +93,7 @@ async function check<Ts>(prop: fc.IRawProperty<Ts>, p: CheckParams): Promise<Out
     const err = d.errorInstance instanceof Error ? d.errorInstance.message : String(d.errorInstance);
     detail = `seed ${d.seed} path ${d.counterexamplePath ?? ''}: ${err.slice(0, 400)}\n  counterexample: ${ce}`;
   }
-  return { failed: d.failed, numRuns: d.numRuns, detail };
+  return { failed: d.failed, numRuns: d.numRuns, detail, counters };
 }
 
 function fail(msg: string): never {
@@ -151,7 +158,7 @@ function decodeIgnoringLength(d: Uint8Array): DecodeResult {
   return { ok: true, seg: { ...r.seg, payload: d.subarray(off) } };
 }
 
-function decodeProperty(decode: (d: Uint8Array) => DecodeResult): fc.IRawProperty<[Uint8Array]> {
+function decodeProperty(decode: (d: Uint8Array) => DecodeResult, c?: Counters): fc.IRawProperty<[Uint8Array]> {
   const arb = fc.oneof(
     fc.uint8Array({ maxLength: 128 }),
     fc.tuple(arbSeedPacket, fc.array(arbMutation, { maxLength: 4 }), fc.uint8Array({ maxLength: 8 })).map(([p, ms, pad]) => {
@@ -166,8 +173,10 @@ function decodeProperty(decode: (d: Uint8Array) => DecodeResult): fc.IRawPropert
     const r = decode(data);
     if (!r.ok) {
       if (typeof r.reason !== 'string' || r.reason === '') fail('failure without a reason');
+      bump(c, r.skip ? 'skipped' : 'damaged');
       return;
     }
+    bump(c, 'decoded');
     const s = r.seg;
     const alen = s.family === 4 ? 4 : 16;
     if (s.src.length !== alen || s.dst.length !== alen) fail('address length does not match the family');
@@ -269,13 +278,14 @@ function naivePortParser(dir: 'client' | 'server', line: Uint8Array | string, ma
   return { kind: 'announce', via: 'PORT', family: 4, addr: Uint8Array.from(n.slice(0, 4)), port: n[4] * 256 + n[5] };
 }
 
-function ftpProperty(parse: typeof parseLine): fc.IRawProperty<[{ dir: 'client' | 'server'; line: Uint8Array }, PortCase]> {
+function ftpProperty(parse: typeof parseLine, c?: Counters): fc.IRawProperty<[{ dir: 'client' | 'server'; line: Uint8Array }, PortCase]> {
   const arbLine = fc.oneof(
     fc.tuple(fc.constantFrom<'client' | 'server'>('client', 'server'), arbHostileLine).map(([dir, line]) => ({ dir, line })),
     arbAnnounceLine().map(({ dir, text }) => ({ dir, line: Uint8Array.from(text, (ch) => ch.charCodeAt(0) & 0xff) })),
   );
   return fc.property(arbLine, arbPortCase, ({ dir, line }, pc) => {
     const r = parse(dir, line);
+    bump(c, r.kind);
     if (r.kind === 'announce') {
       if (!Number.isInteger(r.port) || r.port < 1 || r.port > 65535) fail(`port ${r.port}`);
       const clientVia: Announce[] = ['PORT', 'EPRT', 'LPRT'];
@@ -540,7 +550,7 @@ const arbHoleCase: fc.Arbitrary<HoleCase> = fc.record({
   count: fc.integer({ min: 1, max: 12 }),
 });
 
-function holesProperty(trusting: boolean): fc.IAsyncPropertyWithHooks<[HoleCase]> {
+function holesProperty(trusting: boolean, k?: Counters): fc.IAsyncPropertyWithHooks<[HoleCase]> {
   return fc.asyncProperty(arbHoleCase, async (c) => {
     // interleave the sessions' packets round-robin
     const lists = c.sessions.map((s, i) => sessionPackets({ ...s, clientPort: s.clientPort + i }, c.cuts, c.shuffle));
@@ -570,6 +580,10 @@ function holesProperty(trusting: boolean): fc.IAsyncPropertyWithHooks<[HoleCase]
       await handle({ data: p, time: t });
       if (fw.openRules().length > c.count) fail('more holes open than the pool');
     }
+    bump(k, 'announcements', engine.stats().announcements);
+    bump(k, 'refused', engine.stats().refused);
+    bump(k, 'holes', holes.requests.length);
+    bump(k, 'exhausted', holes.stats().exhausted);
     for (const { via, spec } of holes.requests) {
       const active = via === 'PORT' || via === 'EPRT' || via === 'LPRT';
       const [client, server] = active ? [spec.dst, spec.src] : [spec.src, spec.dst];
@@ -618,7 +632,7 @@ export function mutateRecords(pcap: Uint8Array, recs: readonly number[], ms: Par
   return mutate(joined, ms, 24);
 }
 
-function replayProperty(): fc.IAsyncPropertyWithHooks<[Uint8Array]> {
+function replayProperty(c?: Counters): fc.IAsyncPropertyWithHooks<[Uint8Array]> {
   return fc.asyncProperty(arbMutatedTrace, async (pcap) => {
     const r = await Promise.race([
       replay({ options: REPLAY_OPTIONS, commands: false, pcap }),
@@ -626,6 +640,8 @@ function replayProperty(): fc.IAsyncPropertyWithHooks<[Uint8Array]> {
     ]);
     if (r === null) fail('replay did not finish within 5 s');
     if (r.exitCode !== 0) fail(`replay exit ${r.exitCode}: ${r.lines.join(' | ').slice(0, 300)}`);
+    bump(c, 'holes', r.lines.filter((l) => / open /.test(l)).length);
+    if (r.lines.some((l) => l.startsWith('# damaged capture'))) bump(c, 'damaged');
   });
 }
 
@@ -641,17 +657,17 @@ function strictReplayProperty(): fc.IAsyncPropertyWithHooks<[Uint8Array]> {
 // ---- the table -------------------------------------------------------------------
 
 export const TARGETS: Target[] = [
-  { name: 'decode', real: (p) => check(decodeProperty(decodePacket), p), broken: (p) => check(decodeProperty(decodeIgnoringLength), p) },
+  { name: 'decode', real: (p) => { const c: Counters = {}; return check(decodeProperty(decodePacket, c), p, c); }, broken: (p) => check(decodeProperty(decodeIgnoringLength), p) },
   {
     name: 'reassembly',
     real: (p) => check(reassemblyProperty(() => new StreamReassembler(LIMITS)), p),
     broken: (p) => check(reassemblyProperty(() => new StreamReassembler({ ...LIMITS, maxHeldSegments: 1e6, maxHeldBytes: 1e9 })), p),
   },
-  { name: 'ftp', real: (p) => check(ftpProperty(parseLine), p), broken: (p) => check(ftpProperty(naivePortParser), p) },
+  { name: 'ftp', real: (p) => { const c: Counters = {}; return check(ftpProperty(parseLine, c), p, c); }, broken: (p) => check(ftpProperty(naivePortParser), p) },
   { name: 'netlink', real: (p) => check(netlinkProperty((b) => parseMessages(b)), p), broken: (p) => check(netlinkProperty(parseMessagesTrusting), p) },
   { name: 'pcap', real: (p) => check(pcapProperty(parsePcap), p), broken: (p) => check(pcapProperty(parsePcapUnchecked), p) },
   { name: 'release-nfq', real: (p) => check(releaseNfqProperty(false), p), broken: (p) => check(releaseNfqProperty(true), p) },
   { name: 'release-div', real: (p) => check(releaseDivertProperty(), p), broken: (p) => check(releaseNfqProperty(true), p) },
-  { name: 'holes', real: (p) => check(holesProperty(false), p), broken: (p) => check(holesProperty(true), p) },
-  { name: 'replay', real: (p) => check(replayProperty(), p), broken: (p) => check(strictReplayProperty(), p) },
+  { name: 'holes', real: (p) => { const c: Counters = {}; return check(holesProperty(false, c), p, c); }, broken: (p) => check(holesProperty(true), p) },
+  { name: 'replay', real: (p) => { const c: Counters = {}; return check(replayProperty(c), p, c); }, broken: (p) => check(strictReplayProperty(), p) },
 ];
