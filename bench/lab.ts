@@ -8,13 +8,18 @@
  *   ftp6proxy  the DESIGN.md deny ruleset + NFQUEUE, with bin/ftp6proxy -d -d
  *   instrumented  the same ruleset with bench/latency-child.js (the daemon's
  *              wiring, timestamps in user space): hole latency in process
+ *   steady     the instrumented proxy again, for more transfers in a row
+ *              with no ruleset reload between them (as in production: the
+ *              interleaved rounds reload the gateway's ruleset before every
+ *              transfer, which the first set-element insertion then pays for)
  *
  * Every block runs tcpdump (nanosecond timestamps) on both gateway
  * interfaces; a control packet's transit is the time between its capture on
  * the way in and on the way out, so the kernel's queueing to NFQUEUE and the
  * wake-up of the daemon are counted too.  Blocks are run in rounds
  * (open, helper, ftp6proxy, instrumented, and again) so that drift in the
- * machine's load spreads over all configurations.
+ * machine's load spreads over all configurations.  Transfers are interleaved
+ * (one of each configuration per round, order rotating).
  */
 import { ChildProcess } from 'child_process';
 import * as fs from 'fs';
@@ -22,11 +27,11 @@ import * as path from 'path';
 import * as readline from 'readline';
 import { parsePcap } from '../src/pcap';
 import { decodePacket } from '../src/packet';
-import { Lab, Policy, preflight, withLab } from '../test/lab/lab';
+import { Lab, preflight, withLab } from '../test/lab/lab';
 import type { LatencySamples } from './latency-child';
 import { median, percentile, round, summarize, Summary } from './stats';
 
-export type Config = 'open' | 'helper' | 'ftp6proxy' | 'instrumented';
+export type Config = 'open' | 'helper' | 'ftp6proxy' | 'instrumented' | 'steady';
 
 export interface TransferFigures {
   config: Config;
@@ -47,9 +52,13 @@ export interface LabResult {
   transfers: TransferFigures[];
   /** ftp6proxy median / open median */
   ratio: number | null;
-  /** in-process: arrival in user space -> verdict, µs */
+  /** in-process, steady phase: arrival in user space -> verdict, µs */
   latencyHoleUs: Summary | null;
   latencyOtherUs: Summary | null;
+  /** in-process, steady phase: NftablesFirewall.open() alone, µs */
+  nftOpenUs: Summary | null;
+  /** the same during the interleaved rounds (ruleset reloaded before each transfer) */
+  interleaved: { latencyHoleUs: Summary | null; latencyOtherUs: Summary | null; nftOpenUs: Summary | null };
   daemon: string;
   notes: string[];
 }
@@ -63,8 +72,8 @@ interface Matched {
   other: number[];
 }
 
-/** Transit of each control packet from the capture on `inIface` side to the other. */
-function transit(fileA: string, fileB: string): Matched {
+/** Transit of each control packet between the two captures, by configuration (from its client port). */
+function transit(fileA: string, fileB: string, portCfg: Map<number, Config>): Map<Config, Matched> {
   // A packet is identified by its bytes from the IP header on, less the
   // fields the gateway changes (IPv4 TTL and header checksum, IPv6 hop limit).
   const ident = (ip: Uint8Array): string | null => {
@@ -101,7 +110,7 @@ function transit(fileA: string, fileB: string): Matched {
   };
   const a = index(fileA);
   const b = index(fileB);
-  const out: Matched = { hole: [], other: [] };
+  const out = new Map<Config, Matched>();
   for (const [k, ta] of a) {
     const tb = b.get(k);
     if (tb === undefined) continue;
@@ -109,9 +118,14 @@ function transit(fileA: string, fileB: string): Matched {
     for (let i = 0; i < Math.min(ta.length, tb.length); i++) {
       const dt = Math.abs(tb[i] - ta[i]) * 1000;
       const d = decodePacket(Buffer.from(k, 'latin1'));
-      const isHole = d.ok && d.seg.sport === 21 && d.seg.payload.length >= 4 &&
+      if (!d.ok) continue;
+      const cfg = portCfg.get(d.seg.sport === 21 ? d.seg.dport : d.seg.sport);
+      if (cfg === undefined) continue;
+      let m = out.get(cfg);
+      if (m === undefined) out.set(cfg, (m = { hole: [], other: [] }));
+      const isHole = d.seg.sport === 21 && d.seg.payload.length >= 4 &&
         Buffer.from(d.seg.payload.subarray(0, 4)).toString('latin1') === '229 ';
-      (isHole ? out.hole : out.other).push(dt);
+      (isHole ? m.hole : m.other).push(dt);
     }
   }
   return out;
@@ -171,18 +185,9 @@ async function stopProc(p: ChildProcess, sig: NodeJS.Signals = 'SIGINT'): Promis
   });
 }
 
-interface Block {
-  times: number[];
-  failed: number;
-  firstFailure?: string;
-  transit: Matched;
-  latency?: LatencySamples;
-}
-
 export interface LabOptions {
-  /** transfers per configuration per round */
-  perRound: number;
-  rounds: number;
+  /** transfers per configuration, interleaved */
+  transfers: number;
   /** extra transfers with the instrumented child, for more hole samples */
   latencyTransfers: number;
   repo: string;
@@ -194,132 +199,143 @@ export function labSkipReason(): string | null {
   return preflight();
 }
 
+/** Keep the tail of a child's output (and keep its pipes drained: a full pipe would stall it). */
+function tail(p: ChildProcess): () => string {
+  let out = '';
+  const add = (d: string) => (out = (out + d).slice(-4000));
+  p.stdout?.setEncoding('utf8').on('data', add);
+  p.stderr?.setEncoding('utf8').on('data', add);
+  return () => out.trim().split('\n').slice(-3).join(' | ');
+}
+
 export async function runLab(o: LabOptions): Promise<LabResult> {
   const notes: string[] = [];
-  let daemonWhat = 'bin/ftp6proxy -m nftables -d -d -p 10004 -a inet/filter';
+  const daemonArgv = ['-m', 'nftables', '-d', '-d', '-p', String(QUEUE), '-a', 'inet/filter'];
+  let daemonWhat = `bin/ftp6proxy ${daemonArgv.join(' ')}`;
   return withLab({ prefix: PREFIX, queueNum: QUEUE }, async (lab) => {
     const server = await lab.startServer('vsftpd');
     const url = `ftp://[${lab.addr.server[6]}]/${lab.files.small.name}`;
     const size = lab.files.small.content.length;
-    const blocks = new Map<Config, Block>();
-    const policyOf: Record<Config, Policy> = { open: 'open', helper: 'helper', ftp6proxy: 'deny', instrumented: 'deny' };
-    let daemonWorks = true;
+    lab.setPolicy('deny', QUEUE);
 
-    const block = async (cfg: Config, n: number): Promise<void> => {
-      lab.setPolicy(policyOf[cfg], QUEUE);
-      // conntrack entries of the previous block (and their helpers) must not carry over
-      lab.run(lab.ns.gateway, ['conntrack', '-F']);
-      let proc: ChildProcess | null = null;
-      if (cfg === 'ftp6proxy') {
-        proc = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'bin', 'ftp6proxy'),
-          '-m', 'nftables', '-d', '-d', '-p', String(QUEUE), '-a', 'inet/filter'], { stdio: ['ignore', 'pipe', 'pipe'] });
-        let out = '';
-        proc.stdout?.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-4000)));
-        proc.stderr?.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-4000)));
-        for (let i = 0; i < 100 && !queueBound(lab, QUEUE) && proc.exitCode === null; i++) await sleep(50);
-        if (!queueBound(lab, QUEUE)) {
-          await stopProc(proc, 'SIGKILL');
-          daemonWorks = false;
-          notes.push(`bin/ftp6proxy did not bind NFQUEUE ${QUEUE} (${out.trim().split('\n').slice(-2).join(' | ') || 'no output'}): ` +
-            'the ftp6proxy row uses bench/latency-child.js (the same wiring) instead');
-          daemonWhat = 'bench/latency-child.js (bin/ftp6proxy did not start)';
-          proc = null;
-        }
-      }
-      if (cfg === 'instrumented' || (cfg === 'ftp6proxy' && proc === null)) {
-        proc = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'dist', 'bench', 'latency-child.js'),
-          String(QUEUE), 'inet/filter'], { stdio: ['pipe', 'pipe', 'pipe'] });
-        let err = '';
-        proc.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
-        const ok = await waitLine(proc, (l) => l === 'ready', 10000);
-        if (ok === null) throw new Error(`bench/latency-child.js did not start: ${err.trim()}`);
-      }
-      const fa = path.join(lab.dir, `${cfg}-${Date.now()}-br0.pcap`);
-      const fb = path.join(lab.dir, `${cfg}-${Date.now()}-srv0.pcap`);
-      const ca = await capture(lab, lab.iface.gwClient, fa);
-      const cb = await capture(lab, lab.iface.gwServer, fb);
-      const b: Block = blocks.get(cfg) ?? { times: [], failed: 0, transit: { hole: [], other: [] } };
-      blocks.set(cfg, b);
-      for (let i = 0; i < n; i++) {
-        const r = await lab.runAsync(lab.ns.client, ['curl', '-sS', '--connect-timeout', '5', '-m', '10', '-o', '/dev/null',
-          '-w', '%{time_total} %{size_download}', url], { timeoutMs: 15000 });
-        const [t, got] = r.stdout.trim().split(' ');
-        if (r.status === 0 && Number(got) === size) b.times.push(Number(t) * 1000);
-        else {
-          b.failed++;
-          b.firstFailure ??= `exit ${r.status}: ${r.stderr.trim()}`;
-        }
-      }
-      await sleep(200);
-      await stopProc(ca);
-      await stopProc(cb);
-      const m = transit(fa, fb);
-      b.transit.hole.push(...m.hole);
-      b.transit.other.push(...m.other);
-      if (proc !== null && cfg !== 'ftp6proxy') {
-        const line = waitLine(proc, (l) => l.startsWith('{'), 5000);
-        proc.stdin?.write('stop\n');
-        const json = await line;
-        if (json !== null) {
-          const s = JSON.parse(json) as LatencySamples;
-          b.latency ??= { hole: [], noHole: [], errors: [] };
-          b.latency.hole.push(...s.hole);
-          b.latency.noHole.push(...s.noHole);
-          b.latency.errors.push(...s.errors);
-        }
-        await stopProc(proc, 'SIGTERM');
-      } else if (proc !== null) {
-        if (cfg === 'ftp6proxy' && daemonWhat.startsWith('bench/')) {
-          proc.stdin?.write('stop\n');
-          await sleep(300);
-        }
-        await stopProc(proc, 'SIGTERM');
-      }
-      o.log(`  ${cfg}: ${b.times.length} ok, ${b.failed} failed so far`);
+    // The daemon on QUEUE and the instrumented child on QUEUE+1 run for the
+    // whole section; the gateway's policy picks which one (if any) sees the
+    // control packets of the next transfer.  Both keep the sets of the
+    // current table: every policy defines them.
+    const daemon = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'bin', 'ftp6proxy'), ...daemonArgv]);
+    const daemonOut = tail(daemon);
+    for (let i = 0; i < 100 && !queueBound(lab, QUEUE) && daemon.exitCode === null; i++) await sleep(50);
+    const daemonUp = queueBound(lab, QUEUE);
+    if (!daemonUp) {
+      await stopProc(daemon, 'SIGKILL');
+      notes.push(`bin/ftp6proxy did not bind NFQUEUE ${QUEUE} (${daemonOut() || 'no output'}): ` +
+        'the ftp6proxy row uses bench/latency-child.js (the same wiring) instead');
+      daemonWhat = 'bench/latency-child.js (bin/ftp6proxy did not start)';
+    }
+    const inst = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'dist', 'bench', 'latency-child.js'),
+      String(QUEUE + 1), 'inet/filter'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let instErr = '';
+    inst.stderr?.setEncoding('utf8').on('data', (d: string) => (instErr = (instErr + d).slice(-4000)));
+    if ((await waitLine(inst, (l) => l === 'ready', 10000)) === null) throw new Error(`bench/latency-child.js did not start: ${instErr.trim()}`);
+    /** the instrumented child's samples so far (and cleared there) */
+    const snapshot = async (cmd: 'snapshot' | 'stop'): Promise<LatencySamples | null> => {
+      const line = waitLine(inst, (l) => l.startsWith('{'), 10_000);
+      inst.stdin?.write(`${cmd}\n`);
+      const json = await line;
+      return json === null ? null : (JSON.parse(json) as LatencySamples);
     };
 
+    const fa = path.join(lab.dir, 'br0.pcap');
+    const fb = path.join(lab.dir, 'srv0.pcap');
+    const ca = await capture(lab, lab.iface.gwClient, fa);
+    const cb = await capture(lab, lab.iface.gwServer, fb);
+
     const order: Config[] = ['open', 'helper', 'ftp6proxy', 'instrumented'];
-    for (let r = 0; r < o.rounds; r++) {
-      for (const cfg of order) {
-        if (cfg === 'ftp6proxy' && !daemonWorks) await block('instrumented', o.perRound);
-        else await block(cfg, o.perRound);
+    const apply = (cfg: Config): void => {
+      if (cfg === 'open' || cfg === 'helper') lab.setPolicy(cfg);
+      else lab.setPolicy('deny', cfg === 'ftp6proxy' && daemonUp ? QUEUE : QUEUE + 1);
+    };
+    const times = new Map<Config, number[]>([...order, 'steady' as const].map((c) => [c, []]));
+    const failed = new Map<Config, number>([...order, 'steady' as const].map((c) => [c, 0]));
+    const firstFailure = new Map<Config, string>();
+    /** control connection's client port -> configuration */
+    const portCfg = new Map<number, Config>();
+    const transfer = async (cfg: Config): Promise<void> => {
+      const r = await lab.runAsync(lab.ns.client, ['curl', '-sS', '--connect-timeout', '5', '-m', '10', '-o', '/dev/null',
+        '-w', '%{time_total} %{size_download} %{local_port}', url], { timeoutMs: 15000 });
+      const [t, got, lport] = r.stdout.trim().split(' ');
+      if (Number(lport) > 0) portCfg.set(Number(lport), cfg);
+      if (r.status === 0 && Number(got) === size) times.get(cfg)?.push(Number(t) * 1000);
+      else {
+        failed.set(cfg, (failed.get(cfg) ?? 0) + 1);
+        if (!firstFailure.has(cfg)) firstFailure.set(cfg, `exit ${r.status}: ${r.stderr.trim()}`);
       }
+    };
+    // Interleaved: one transfer of each configuration per round, the order
+    // rotating, so that drift in the machine's load falls on all of them.
+    for (let i = 0; i < o.transfers; i++) {
+      for (let j = 0; j < order.length; j++) {
+        const cfg = order[(i + j) % order.length];
+        apply(cfg);
+        await transfer(cfg);
+      }
+      if ((i + 1) % 10 === 0) o.log(`  ${i + 1}/${o.transfers} rounds`);
     }
-    if (o.latencyTransfers > 0) await block('instrumented', o.latencyTransfers);
+    const latInterleaved = await snapshot('snapshot');
+    apply('instrumented');
+    for (let i = 0; i < o.latencyTransfers; i++) await transfer('steady');
+
+    await sleep(300);
+    await stopProc(ca);
+    await stopProc(cb);
+    const lat = await snapshot('stop');
+    await stopProc(inst, 'SIGTERM');
+    if (daemonUp) {
+      if (daemon.exitCode !== null) notes.push(`bin/ftp6proxy exited during the run: ${daemonOut()}`);
+      await stopProc(daemon, 'SIGTERM');
+    }
     await server.stop();
 
-    const us = (xs: number[]): Summary | null => (xs.length === 0 ? null : roundSummary(summarize(xs)));
+    if (lat === null) notes.push(`no samples from bench/latency-child.js: ${instErr.trim()}`);
+    else if (lat.errors.length > 0) notes.push(`instrumented proxy logged: ${lat.errors.slice(0, 3).join(' | ')}`);
+
+    const m = transit(fa, fb, portCfg);
+    const us = (xs: number[] | undefined): Summary | null => (xs === undefined || xs.length === 0 ? null : roundSummary(summarize(xs)));
     const what: Record<Config, string> = {
       open: 'forward policy accept',
       helper: 'ct helper "ftp" + ct state related accept',
       ftp6proxy: daemonWhat,
       instrumented: 'bench/latency-child.js (daemon wiring, timed)',
+      steady: 'bench/latency-child.js, transfers in a row without ruleset reloads',
     };
-    const transfers: TransferFigures[] = [];
-    for (const cfg of order) {
-      const b = blocks.get(cfg);
-      if (b === undefined) continue;
-      transfers.push({
+    const transfers: TransferFigures[] = [...order, 'steady' as const].map((cfg) => {
+      const t = times.get(cfg) ?? [];
+      const f = failed.get(cfg) ?? 0;
+      return {
         config: cfg,
         what: what[cfg],
-        transfers: b.times.length + b.failed,
-        failed: b.failed,
-        medianMs: round(median(b.times)),
-        p90Ms: round(percentile(b.times, 90)),
-        transitHoleUs: us(b.transit.hole),
-        transitOtherUs: us(b.transit.other),
-        firstFailure: b.firstFailure,
-      });
-    }
+        transfers: t.length + f,
+        failed: f,
+        medianMs: round(median(t)),
+        p90Ms: round(percentile(t, 90)),
+        transitHoleUs: us(m.get(cfg)?.hole),
+        transitOtherUs: us(m.get(cfg)?.other),
+        firstFailure: firstFailure.get(cfg),
+      };
+    });
     const open = transfers.find((t) => t.config === 'open');
-    const proxy = transfers.find((t) => t.config === 'ftp6proxy') ?? transfers.find((t) => t.config === 'instrumented');
-    const lat = blocks.get('instrumented')?.latency;
-    if (lat !== undefined && lat.errors.length > 0) notes.push(`instrumented proxy logged: ${lat.errors.slice(0, 3).join(' | ')}`);
+    const proxy = transfers.find((t) => t.config === 'ftp6proxy');
     return {
       transfers,
       ratio: open && proxy && open.medianMs > 0 ? round(proxy.medianMs / open.medianMs) : null,
       latencyHoleUs: lat ? us(lat.hole.map((x) => x * 1000)) : null,
       latencyOtherUs: lat ? us(lat.noHole.map((x) => x * 1000)) : null,
+      nftOpenUs: lat ? us(lat.fwOpen.map((x) => x * 1000)) : null,
+      interleaved: {
+        latencyHoleUs: latInterleaved ? us(latInterleaved.hole.map((x) => x * 1000)) : null,
+        latencyOtherUs: latInterleaved ? us(latInterleaved.noHole.map((x) => x * 1000)) : null,
+        nftOpenUs: latInterleaved ? us(latInterleaved.fwOpen.map((x) => x * 1000)) : null,
+      },
       daemon: daemonWhat,
       notes,
     };

@@ -9,7 +9,8 @@
  * Run inside the gateway namespace, as root:
  *   ip netns exec GW node dist/bench/latency-child.js QUEUE FAMILY/TABLE
  * It prints "ready" once the queue is bound and the sets checked, and on
- * "stop" (a line on stdin) it prints one JSON line with the samples (ms) and exits.
+ * "snapshot" (a line on stdin) it prints one JSON line with the samples so
+ * far (ms) and clears them; on "stop" it prints the rest the same way and exits.
  */
 import { performance } from 'perf_hooks';
 import * as readline from 'readline';
@@ -19,13 +20,15 @@ import { Engine } from '../src/engine';
 import { NftablesFirewall } from '../src/firewall/nftables';
 import { HoleManager } from '../src/holes';
 import { ControlProxy } from '../src/proxy';
-import type { Clock, Logger, Packet } from '../src/types';
+import type { Clock, Firewall, Hole, Logger, Packet } from '../src/types';
 
 export interface LatencySamples {
   /** packets whose handler opened a hole (a netlink round trip to nftables) */
   hole: number[];
   /** every other control packet */
   noHole: number[];
+  /** NftablesFirewall.open() alone: request sent -> kernel's ACK handled */
+  fwOpen: number[];
   errors: string[];
 }
 
@@ -47,14 +50,29 @@ async function main(argv: string[]): Promise<void> {
     },
   };
   const source = new NfqueueSource({ queue, logger, clock: fine });
-  const firewall = new NftablesFirewall({ table, logger });
+  const nft = new NftablesFirewall({ table, logger });
+  const fwOpen: number[] = [];
+  // The same firewall, with open() timed: splits the hole latency into the
+  // netlink round trip and everything around it.
+  const firewall: Firewall = {
+    kind: nft.kind,
+    check: () => nft.check(),
+    sweep: () => nft.sweep(),
+    open: async (h: Hole, t: number) => {
+      const t0 = performance.now();
+      await nft.open(h, t);
+      fwOpen.push(performance.now() - t0);
+    },
+    close: (h: Hole) => nft.close(h),
+    shutdown: () => nft.shutdown(),
+  };
   await source.open();
   await firewall.check();
   await firewall.sweep();
   const holes = new HoleManager({ firewall, clock: new RealClock(), logger, base: 10000, count: 1000, timeoutSec: 2 });
   const engine = new Engine({ logger, pendingFor: (s) => holes.pendingFor(s) });
   const proxy = new ControlProxy(engine, holes);
-  const samples: LatencySamples = { hole: [], noHole: [], errors };
+  const samples: LatencySamples = { hole: [], noHole: [], fwOpen, errors };
 
   const handler = async (pkt: Packet): Promise<void> => {
     const before = proxy.counters.holesRequested;
@@ -65,6 +83,12 @@ async function main(argv: string[]): Promise<void> {
 
   const rl = readline.createInterface({ input: process.stdin });
   rl.on('line', (line) => {
+    if (line.trim() === 'snapshot') {
+      // the samples so far, then start afresh (one phase of the run each)
+      process.stdout.write(JSON.stringify(samples) + '\n');
+      for (const a of [samples.hole, samples.noHole, samples.fwOpen, samples.errors]) a.length = 0;
+      return;
+    }
     if (line.trim() !== 'stop') return;
     rl.close();
     void (async () => {

@@ -111,7 +111,10 @@ function rows(r: Results): string[][] {
   if (lab) {
     out.push(['Hole latency, in process (arrival -> verdict) p50 / p99 / max', sumText(lab.latencyHoleUs), `p99 <= ${fmt(TARGETS.holeP99Us)} µs`,
       verdict(lab.latencyHoleUs ? lab.latencyHoleUs.p99 <= TARGETS.holeP99Us : null)]);
+    out.push(['  of which the nftables netlink round trip (NftablesFirewall.open)', sumText(lab.nftOpenUs), '', '']);
     out.push(['Latency of packets opening no hole, in process', sumText(lab.latencyOtherUs), '', '']);
+    out.push(['Hole latency, in process, right after a ruleset reload', sumText(lab.interleaved.latencyHoleUs), '', '']);
+    out.push(['  of which the nftables netlink round trip', sumText(lab.interleaved.nftOpenUs), '', '']);
     for (const x of lab.transfers) {
       out.push([`Gateway transit of the 229 reply (tcpdump), ${x.config}`, sumText(x.transitHoleUs), '', '']);
     }
@@ -153,14 +156,8 @@ function table(r: Results): string {
   return rs.map((x) => x.map((c, i) => c.padEnd(w[i])).join('  ')).join('\n');
 }
 
-async function main(argv: string[]): Promise<number> {
-  const quick = argv.includes('--quick');
-  const noLab = argv.includes('--no-lab');
-  const t0 = Date.now();
-  const say = (s: string) => process.stderr.write(`bench: ${s}\n`);
-  const pin = pinPrefix();
-  const results: Results = { machine: machine(pin.what), throughput: null, hotSpots: [], memory: [], lab: null, skipped: [], elapsedSec: 0 };
-
+/** Parts 1 and 4 and the profile: children on this machine, no root needed. */
+function inProcess(results: Results, quick: boolean, pin: { argv: string[] }, say: (s: string) => void): void {
   // 1. Throughput
   const runs = quick ? 3 : 7;
   say(`engine throughput: ${runs} runs`);
@@ -195,6 +192,18 @@ async function main(argv: string[]): Promise<number> {
     results.memory.push({ sessions: m.tracked, rssBytesPer1000: round((m.rssBytes / n) * 1000, 0), heapBytesPer1000: round(((m.heapBytes + m.externalBytes) / n) * 1000, 0) });
   }
 
+}
+
+async function main(argv: string[]): Promise<number> {
+  const quick = argv.includes('--quick');
+  const noLab = argv.includes('--no-lab');
+  const t0 = Date.now();
+  const say = (s: string) => process.stderr.write(`bench: ${s}\n`);
+  const pin = pinPrefix();
+  const results: Results = { machine: machine(pin.what), throughput: null, hotSpots: [], memory: [], lab: null, skipped: [], elapsedSec: 0 };
+
+  if (!argv.includes('--lab-only')) inProcess(results, quick, pin, say);
+
   // 2 + 3. Lab
   const why = noLab ? 'lab parts (hole latency, transfers) not run: --no-lab' : labSkipReason();
   if (why !== null) {
@@ -205,8 +214,7 @@ async function main(argv: string[]): Promise<number> {
     say('lab: transfers and hole latency (root, namespaces f6bench-*)');
     try {
       results.lab = await runLab({
-        perRound: quick ? 5 : 20,
-        rounds: 2,
+        transfers: quick ? 8 : 40,
         latencyTransfers: quick ? 20 : 200,
         repo: REPO,
         log: say,

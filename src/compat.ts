@@ -51,10 +51,11 @@ export function unifiedDiff(a: readonly string[], b: readonly string[], labelA: 
   while (i < n || j < m) {
     if (i < n && j < m && a[i] === b[j]) {
       ops.push({ k: ' ', text: a[i], ai: i++, bi: j++ });
-    } else if (j < m && (i === n || lcs[i * (m + 1) + j + 1] >= lcs[(i + 1) * (m + 1) + j])) {
-      ops.push({ k: '+', text: b[j], ai: i, bi: j++ });
-    } else {
+    } else if (i < n && (j === m || lcs[(i + 1) * (m + 1) + j] >= lcs[i * (m + 1) + j + 1])) {
+      // deletions first, as diff(1) prints them
       ops.push({ k: '-', text: a[i], ai: i++, bi: j });
+    } else {
+      ops.push({ k: '+', text: b[j], ai: i, bi: j++ });
     }
   }
   if (ops.every((o) => o.k === ' ')) return [];

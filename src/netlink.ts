@@ -572,7 +572,13 @@ export class NetlinkSocket {
         for (const q of seqs) this.pending.delete(q);
         const code = (e as { code?: unknown }).code;
         reject(new FtpProxyError(typeof code === 'string' ? code : 'netlink-send', `${what}: ${(e as Error).message}`, { cause: e }));
+        return;
       }
+      // nfnetlink handles a request (and a whole nftables batch) in sendto's
+      // own context, so the ACK is normally queued already: read it now rather
+      // than one turn of the event loop later.  The control packet is held
+      // meanwhile, so this turn is hole latency.
+      this.drain();
     });
   }
 

@@ -2,11 +2,13 @@
  * The packet handler: engine decisions become hole requests.  The capture
  * source releases the packet after the returned promise settles, so the hole
  * is in place (or its bounded wait is over) before the packet that announced
- * it goes on.
+ * it goes on.  A packet that announces nothing (nearly all of them) is
+ * handled synchronously, so its verdict goes out in the same turn of the
+ * event loop, without a promise.
  */
 import type { Engine } from './engine';
 import type { HoleManager } from './holes';
-import { Packet } from './types';
+import { Decision, Packet } from './types';
 
 export interface ProxyCounters {
   packets: number;
@@ -22,10 +24,15 @@ export class ControlProxy {
     private readonly holes: HoleManager,
   ) {}
 
-  /** PacketHandler: never rejects. */
-  readonly handle = async (pkt: Packet): Promise<void> => {
+  /** PacketHandler: never throws, never rejects. */
+  readonly handle = (pkt: Packet): Promise<void> | undefined => {
     this.counters.packets++;
     const decisions = this.engine.process(pkt);
+    if (decisions.length === 0) return undefined;
+    return this.apply(decisions);
+  };
+
+  private async apply(decisions: Decision[]): Promise<void> {
     for (const d of decisions) {
       if (d.type === 'refuse') {
         // the engine has logged the refusal and its reason
@@ -35,5 +42,5 @@ export class ControlProxy {
         await this.holes.request(d.session, d.via, d.hole);
       }
     }
-  };
+  }
 }

@@ -16,6 +16,22 @@ const real = loadNative();
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** sources and descriptors a test opened: closed after each test, also when it failed */
+const cleanups: (() => Promise<void> | void)[] = [];
+test.after.each(async () => {
+  while (cleanups.length > 0) {
+    try {
+      await cleanups.pop()?.();
+    } catch {
+      /* already closed */
+    }
+  }
+});
+function track(src: DivertSource): DivertSource {
+  cleanups.push(() => src.close());
+  return src;
+}
+
 function logger(lines: string[] = []) {
   return { lines, log: (l: Level, m: string) => void lines.push(`${l}: ${m}`) };
 }
@@ -23,6 +39,7 @@ function logger(lines: string[] = []) {
 /** A simulated divert socket: returns the source's end and the kernel's helpers. */
 function simulated() {
   const [ours, kernel] = real.socketpair(real.constants.AF_UNIX, real.constants.SOCK_DGRAM, 0);
+  cleanups.unshift(() => real.close(kernel));
   const buf = Buffer.alloc(70000);
   return {
     io: new FramedDivertIo(ours, real),
@@ -45,7 +62,7 @@ function simulated() {
       return out;
     },
     close(): void {
-      real.close(kernel);
+      /* closed by the after-each hook */
     },
   };
 }
@@ -55,7 +72,7 @@ const v4 = (id: number) => Buffer.from('45000018' + id.toString(16).padStart(4, 
 const v6 = (n: number) => Buffer.from('60000000' + '00040640' + 'fd00' + '0'.repeat(27) + '1' + 'fd00' + '0'.repeat(27) + '2' + n.toString(16).padStart(8, '0'), 'hex');
 
 test('on Linux open() refuses with the divert-unsupported error', async () => {
-  const src = new DivertSource({ port: 10004, logger: logger(), platform: 'linux' });
+  const src = track(new DivertSource({ port: 10004, logger: logger(), platform: 'linux' }));
   try {
     await src.open();
     assert.unreachable('opened');
@@ -89,7 +106,7 @@ test('every packet is reinjected once, with exactly its sockaddr bytes, after it
     watch: (cb) => io.watch(cb),
     close: () => io.close(),
   };
-  const src = new DivertSource({ port: 10004, logger: logger(), platform: 'freebsd', io: spy });
+  const src = track(new DivertSource({ port: 10004, logger: logger(), platform: 'freebsd', io: spy }));
   await src.open();
   const handler: PacketHandler = async (p) => {
     const id = hex(p.data).slice(8, 12);
@@ -117,7 +134,7 @@ test('every packet is reinjected once, with exactly its sockaddr bytes, after it
 test('a handler that throws or rejects still gets its packet reinjected exactly once', async () => {
   const sim = simulated();
   const log = logger();
-  const src = new DivertSource({ port: 10004, logger: log, platform: 'freebsd', io: sim.io });
+  const src = track(new DivertSource({ port: 10004, logger: log, platform: 'freebsd', io: sim.io }));
   await src.open();
   let n = 0;
   const running = src.run((p) => {
@@ -147,7 +164,7 @@ test('a handler that throws or rejects still gets its packet reinjected exactly 
 test('a handler that never settles: the packet is released after holdLimitMs, once', async () => {
   const sim = simulated();
   const log = logger();
-  const src = new DivertSource({ port: 10004, logger: log, platform: 'freebsd', io: sim.io, holdLimitMs: 40 });
+  const src = track(new DivertSource({ port: 10004, logger: log, platform: 'freebsd', io: sim.io, holdLimitMs: 40 }));
   await src.open();
   let finish: () => void = () => undefined;
   const running = src.run(() => new Promise<void>((r) => (finish = r)));
@@ -168,7 +185,7 @@ test('a handler that never settles: the packet is released after holdLimitMs, on
 
 test('close() while a packet is held releases it first, then run() resolves', async () => {
   const sim = simulated();
-  const src = new DivertSource({ port: 10004, logger: logger(), platform: 'freebsd', io: sim.io });
+  const src = track(new DivertSource({ port: 10004, logger: logger(), platform: 'freebsd', io: sim.io }));
   await src.open();
   const running = src.run(async () => {
     await sleep(30);
@@ -184,9 +201,10 @@ test('close() while a packet is held releases it first, then run() resolves', as
 
 test('a frame too short to hold a sockaddr is logged and dropped, and capture goes on', async () => {
   const [ours, kernel] = real.socketpair(real.constants.AF_UNIX, real.constants.SOCK_DGRAM, 0);
+  cleanups.unshift(() => real.close(kernel));
   const io = new FramedDivertIo(ours, real);
   const log = logger();
-  const src = new DivertSource({ port: 10004, logger: log, platform: 'freebsd', io });
+  const src = track(new DivertSource({ port: 10004, logger: log, platform: 'freebsd', io }));
   await src.open();
   const seen: string[] = [];
   const running = src.run((p) => void seen.push(hex(p.data)));
@@ -205,7 +223,6 @@ test('a frame too short to hold a sockaddr is logged and dropped, and capture go
   assert.ok(log.lines.some((l) => l.startsWith('err') && l.includes('no sockaddr')));
   await src.close();
   await running;
-  real.close(kernel);
 });
 
 // ---------------------------------------------------------------------------

@@ -184,6 +184,11 @@ function fakeNetgraphNative(real: Native) {
   return { fake, calls, peers };
 }
 
+const cleanups: (() => Promise<void>)[] = [];
+test.after.each(async () => {
+  while (cleanups.length > 0) await cleanups.pop()?.();
+});
+
 const quietLogger = (lines: string[] = []) => ({ log: (l: Level, m: string) => void lines.push(`${l}: ${m}`) });
 
 test('NetgraphSource refuses to open on Linux with a clear error', async () => {
@@ -201,6 +206,7 @@ test('NetgraphSource: node set-up sequence and bytes, then copies are delivered'
   const real = loadNative();
   const { fake, calls, peers } = fakeNetgraphNative(real);
   const src = new NetgraphSource({ hook: 10004, logger: quietLogger(), native: fake, platform: 'freebsd' });
+  cleanups.push(() => src.close());
   await src.open();
   const [cs, ds] = calls.filter((c) => c.op === 'socket').map((c) => c.fd as number);
   assert.equal(
