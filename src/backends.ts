@@ -9,6 +9,7 @@ import { RealClock } from './clock';
 import { DivertSource } from './capture/divert';
 import { NetgraphSource } from './capture/netgraph';
 import { NfqueueSource } from './capture/nfqueue';
+import { NflogSource } from './capture/nflog';
 import { IpfwFirewall } from './firewall/ipfw';
 import { PfFirewall } from './firewall/pf';
 import { NftablesFirewall } from './firewall/nftables';
@@ -27,7 +28,11 @@ export function createSource(o: Options, logger: Logger, native: Native = loadNa
     case 'netgraph':
       return new NetgraphSource({ hook: o.port, logger, native });
     case 'nftables':
-      return new NfqueueSource({ queue: o.port, logger, native });
+      // Shadow mode (-n) must not sit in the packets' path: it reads NFLOG
+      // copies (group -p), as ngtee gives copies on FreeBSD.
+      return o.shadow
+        ? new NflogSource({ group: o.port, logger, native })
+        : new NfqueueSource({ queue: o.port, logger, native });
   }
 }
 

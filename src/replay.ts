@@ -110,6 +110,11 @@ export async function replay(input: ReplayInput): Promise<ReplayResult> {
   }
   let ignored = 0;
   for (const r of file.records) {
+    // Fire due timers one at a time, letting each close finish at its own time.
+    for (let n = clock.next(); n !== undefined && n <= r.time; n = clock.next()) {
+      clock.advance(n);
+      await settle();
+    }
     clock.advance(r.time);
     await settle();
     if (r.ip === null) {
