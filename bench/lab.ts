@@ -31,7 +31,7 @@ import { Lab, preflight, withLab } from '../test/lab/lab';
 import type { LatencySamples } from './latency-child';
 import { median, percentile, round, summarize, Summary } from './stats';
 
-export type Config = 'open' | 'helper' | 'ftp6proxy' | 'instrumented' | 'steady';
+export type Config = 'open' | 'helper' | 'ftp6proxy' | 'ftp6proxy-data' | 'instrumented' | 'steady';
 
 export interface TransferFigures {
   config: Config;
@@ -52,6 +52,8 @@ export interface LabResult {
   transfers: TransferFigures[];
   /** ftp6proxy median / open median */
   ratio: number | null;
+  /** the same with the optional data-only queue rules */
+  ratioDataOnly: number | null;
   /** in-process, steady phase: arrival in user space -> verdict, µs */
   latencyHoleUs: Summary | null;
   latencyOtherUs: Summary | null;
@@ -250,10 +252,10 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     const ca = await capture(lab, lab.iface.gwClient, fa);
     const cb = await capture(lab, lab.iface.gwServer, fb);
 
-    const order: Config[] = ['open', 'helper', 'ftp6proxy', 'instrumented'];
+    const order: Config[] = ['open', 'helper', 'ftp6proxy', 'ftp6proxy-data', 'instrumented'];
     const apply = (cfg: Config): void => {
       if (cfg === 'open' || cfg === 'helper') lab.setPolicy(cfg);
-      else lab.setPolicy('deny', cfg === 'ftp6proxy' && daemonUp ? QUEUE : QUEUE + 1);
+      else lab.setPolicy('deny', (cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data') && daemonUp ? QUEUE : QUEUE + 1, { dataOnly: cfg === 'ftp6proxy-data' });
     };
     const times = new Map<Config, number[]>([...order, 'steady' as const].map((c) => [c, []]));
     const failed = new Map<Config, number>([...order, 'steady' as const].map((c) => [c, 0]));
@@ -305,6 +307,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       open: 'forward policy accept',
       helper: 'ct helper "ftp" + ct state related accept',
       ftp6proxy: daemonWhat,
+      'ftp6proxy-data': `${daemonWhat}, queue rules for segments with payload only (xt_u32)`,
       instrumented: 'bench/latency-child.js (daemon wiring, timed)',
       steady: 'bench/latency-child.js, transfers in a row without ruleset reloads',
     };
@@ -325,9 +328,11 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     });
     const open = transfers.find((t) => t.config === 'open');
     const proxy = transfers.find((t) => t.config === 'ftp6proxy');
+    const proxyData = transfers.find((t) => t.config === 'ftp6proxy-data');
     return {
       transfers,
       ratio: open && proxy && open.medianMs > 0 ? round(proxy.medianMs / open.medianMs) : null,
+      ratioDataOnly: open && proxyData && open.medianMs > 0 ? round(proxyData.medianMs / open.medianMs) : null,
       latencyHoleUs: lat ? us(lat.hole.map((x) => x * 1000)) : null,
       latencyOtherUs: lat ? us(lat.noHole.map((x) => x * 1000)) : null,
       nftOpenUs: lat ? us(lat.fwOpen.map((x) => x * 1000)) : null,

@@ -126,6 +126,8 @@ function rows(r: Results): string[][] {
     }
     out.push(['Transfer median ratio ftp6proxy / open', lab.ratio === null ? 'n/a' : fmt(lab.ratio, 3), `<= ${TARGETS.ratio}`,
       verdict(lab.ratio === null ? null : lab.ratio <= TARGETS.ratio)]);
+    out.push(['  the same, queue rules for data segments only (xt_u32)', lab.ratioDataOnly === null ? 'n/a' : fmt(lab.ratioDataOnly, 3), `<= ${TARGETS.ratio}`,
+      verdict(lab.ratioDataOnly === null ? null : lab.ratioDataOnly <= TARGETS.ratio)]);
   }
   for (const m of r.memory) {
     out.push([`Memory per 1,000 sessions (${fmt(m.sessions)} tracked): RSS / heap`, `${fmt(m.rssBytesPer1000 / 1024)} / ${fmt(m.heapBytesPer1000 / 1024)} KiB`,

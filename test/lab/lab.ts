@@ -32,7 +32,9 @@
  *     .run(ns, argv, {timeoutMs?, input?}) -> RunResult    (spawnSync, never throws)
  *     .spawnIn(ns, argv, SpawnOptions?) -> ChildProcess   (async; killed on destroy)
  *     .runAsync(ns, argv, {timeoutMs?, input?}) -> Promise<RunResult>  (SIGKILL on timeout)
- *     .setPolicy('open' | 'deny' | 'helper', queueNum?)
+ *     .setPolicy('open' | 'deny' | 'helper', queueNum?, { dataOnly? })
+ *         dataOnly: queue only segments that carry at least 4 bytes of
+ *         payload (xt_u32), the optional lighter queue rules of the README.
  *         open:   inet filter with the two sets, forward policy accept;
  *         deny:   the exact DESIGN.md ruleset (inet filter, sets ftp6proxy4/6,
  *                 policy drop) plus iptables/ip6tables FORWARD NFQUEUE rules
@@ -76,6 +78,13 @@ export const PASV_MIN = 40000;
 export const PASV_MAX = 40100;
 export const DEFAULT_PREFIX = 'f6lab';
 export const DEFAULT_QUEUE = 10004;
+/**
+ * xt_u32 tests that match only when the TCP segment carries at least 4 bytes
+ * of payload: a read past the end of the packet fails the match.  IPv4: IHL*4,
+ * then the TCP data offset, then the payload; IPv6: the TCP header right after
+ * the fixed 40-byte header.
+ */
+export const U32_PAYLOAD = { 4: '0>>22&0x3C@12>>26&0x3C@0=0:0xFFFFFFFF', 6: '52>>26&0x3C@40=0:0xFFFFFFFF' } as const;
 /** Where scripts/lab-deps.sh unpacks pure-ftpd (it conflicts with vsftpd as a package). */
 export const LAB_CACHE = process.env.LAB_CACHE ?? '/var/cache/ftp6proxy-lab';
 /** Debian's python3-pyftpdlib lives in the system python, not in whatever python3 is first in PATH. */
@@ -174,7 +183,7 @@ export interface Lab {
   run(ns: string, argv: string[], opts?: { timeoutMs?: number; input?: string }): RunResult;
   runAsync(ns: string, argv: string[], opts?: { timeoutMs?: number; input?: string }): Promise<RunResult>;
   spawnIn(ns: string, argv: string[], opts?: SpawnOptions): ChildProcess;
-  setPolicy(policy: Policy, queueNum?: number): void;
+  setPolicy(policy: Policy, queueNum?: number, opts?: { dataOnly?: boolean }): void;
   nftList(): string;
   startServer(kind: ServerKind): Promise<FtpServer>;
   runClient(req: ClientRequest): Promise<ClientResult>;
@@ -516,7 +525,7 @@ export function createLab(opts: LabOptions = {}): Lab {
     throw e;
   }
 
-  const setPolicy = (policy: Policy, queueNum = opts.queueNum ?? DEFAULT_QUEUE): void => {
+  const setPolicy = (policy: Policy, queueNum = opts.queueNum ?? DEFAULT_QUEUE, popts: { dataOnly?: boolean } = {}): void => {
     const gw = ns.gateway;
     run(gw, ['nft', 'flush', 'ruleset']);
     // iptables-nft keeps its own tables (ip filter / ip6 filter) beside ours;
@@ -528,8 +537,9 @@ export function createLab(opts: LabOptions = {}): Lab {
           // --queue-bypass: with no program bound to the queue the packet
           // continues as if accepted, so the control channel works without
           // ftp6proxy and only data connections are refused.
-          runMust(gw, [tool, '-A', 'FORWARD', '-p', 'tcp', dir, '21', '-j', 'NFQUEUE',
-            '--queue-num', String(queueNum), '--queue-bypass']);
+          runMust(gw, [tool, '-A', 'FORWARD', '-p', 'tcp', dir, '21',
+            ...(popts.dataOnly ? ['-m', 'u32', '--u32', U32_PAYLOAD[tool === 'iptables' ? 4 : 6]] : []),
+            '-j', 'NFQUEUE', '--queue-num', String(queueNum), '--queue-bypass']);
         }
       }
     }
