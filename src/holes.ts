@@ -74,7 +74,9 @@ export class HoleManager {
   private readonly s: HoleStats;
 
   constructor(opts: HoleManagerOptions) {
-    this.o = { callTimeoutMs: DEFAULT_CALL_TIMEOUT_MS, retryMs: 5000, ...opts };
+    // `??`, not spread defaults: an explicit `callTimeoutMs: undefined` must not
+    // turn the bounded wait into no wait at all.
+    this.o = { ...opts, callTimeoutMs: opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, retryMs: opts.retryMs ?? 5000 };
     this.s = { inUse: 0, free: opts.count, opened: 0, closed: 0, exhausted: 0, failed: 0 };
   }
 

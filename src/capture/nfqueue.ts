@@ -134,6 +134,14 @@ function hasNetAdmin(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
+/**
+ * Queued control packets wait for us; each wake-up from epoll costs tens of
+ * microseconds on a virtual machine.  Half a millisecond covers the gap
+ * between a reply and the next command of the same session in a LAN.
+ */
+export const DEFAULT_BUSY_POLL_US = 500;
+export const DEFAULT_HOLD_LIMIT_MS = 5000;
+
 export interface NfqueueOptions {
   queue: number;
   logger: Logger;
@@ -143,11 +151,16 @@ export interface NfqueueOptions {
   ackTimeoutMs?: number;
   /** SO_RCVBUFFORCE size (default 8 MiB) */
   rcvbuf?: number;
+  /** stay awake this long after a burst of queued packets (NetlinkSocket.stayHot); 0 = off */
+  busyPollUs?: number;
+  /** longest hold of a packet whose handler has not settled (default 5000 ms) */
+  holdLimitMs?: number;
 }
 
 export class NfqueueSource implements PacketSource {
   readonly kind = 'nfqueue';
   private readonly queue: number;
+  private readonly holdLimitMs: number;
   private readonly logger: Logger;
   private readonly clock: Clock;
   private readonly ackTimeoutMs: number;
@@ -168,11 +181,12 @@ export class NfqueueSource implements PacketSource {
       throw new FtpProxyError('usage', `NFQUEUE number must be 0..65535, not ${opts.queue}`);
     }
     this.queue = opts.queue;
+    this.holdLimitMs = opts.holdLimitMs ?? DEFAULT_HOLD_LIMIT_MS;
     this.logger = opts.logger;
     this.clock = opts.clock ?? defaultClock();
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
     this.rcvbuf = opts.rcvbuf ?? 8 * 1024 * 1024;
-    this.sock = new NetlinkSocket({ native: opts.native, clock: this.clock, logger: opts.logger });
+    this.sock = new NetlinkSocket({ native: opts.native, clock: this.clock, logger: opts.logger, busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US });
   }
 
   async open(): Promise<void> {
@@ -289,9 +303,21 @@ export class NfqueueSource implements PacketSource {
       this.release(id);
       return;
     }
+    // A backstop: whatever the handler waits for, the control packet goes on
+    // after holdLimitMs (the hole manager's own bound per firewall call is
+    // shorter; this covers a packet that announced several holes).
+    const limit = this.clock.setTimer(this.holdLimitMs, () => {
+      if (!this.inFlight.has(id)) return;
+      this.logger.log('warning', `NFQUEUE ${this.queue}: packet ${id} released after ${this.holdLimitMs} ms without its holes`);
+      this.release(id);
+    });
     (result as Promise<void>).then(
-      () => this.release(id),
+      () => {
+        limit.cancel();
+        this.release(id);
+      },
       (e: unknown) => {
+        limit.cancel();
         this.logger.log('err', `NFQUEUE ${this.queue}: packet handler failed: ${e instanceof Error ? e.message : String(e)}`);
         this.release(id);
       },
