@@ -451,11 +451,6 @@ export interface NetlinkSocketOptions {
   logger?: Logger;
   /** receive buffer size for one recvfrom; large enough for a 64 KiB packet copy */
   recvBufSize?: number;
-  /**
-   * After a burst of messages, keep the event loop polling without sleeping
-   * for this many microseconds (0 = off).  See NetlinkSocket.stayHot.
-   */
-  busyPollUs?: number;
 }
 
 /**
@@ -473,9 +468,6 @@ export class NetlinkSocket {
   private poller: PollerHandle | null = null;
   private seq: number;
   private readonly pending = new Map<number, Pending>();
-  private readonly busyPollNs: bigint;
-  private hotUntil = 0n;
-  private spinning = false;
   /** unsolicited messages (seq not awaited) */
   onMessage: (msg: NlMessage) => void = () => undefined;
   /** ENOBUFS on receive: the kernel dropped messages for us */
@@ -493,7 +485,6 @@ export class NetlinkSocket {
     this.clock = opts.clock ?? defaultClock();
     this.logger = opts.logger;
     this.rbuf = Buffer.alloc(opts.recvBufSize ?? 256 * 1024);
-    this.busyPollNs = BigInt(Math.max(0, Math.round((opts.busyPollUs ?? 0) * 1000)));
     // Start from a time-derived sequence so replies to a previous process's
     // requests on a recycled port id cannot match ours.
     this.seq = (Math.floor(Date.now() / 1000) & 0x7fffffff) >>> 0;
@@ -637,34 +628,10 @@ export class NetlinkSocket {
         this.fail(e as Error);
         return;
       }
-      if (r === null) {
-        if (status === 0 && this.busyPollNs > 0n) this.stayHot();
-        return;
-      }
+      if (r === null) return;
       if (r.n > this.rbuf.length) this.logger?.log('warning', `netlink: message of ${r.n} bytes truncated`);
       for (const msg of parseMessages(this.rbuf, Math.min(r.n, this.rbuf.length))) this.dispatch(msg);
     }
-  }
-
-  /**
-   * Control packets come in bursts: a reply, its ACK, the next command.  A
-   * process sleeping in epoll is woken through the scheduler (in a VM, an
-   * inter-processor interrupt and a VM entry), which costs tens of
-   * microseconds per packet while the packet is held.  So after a burst the
-   * loop stays awake for a moment: a chain of setImmediate callbacks makes
-   * libuv poll with a zero timeout, timers and promise continuations (our
-   * verdicts) still run in between, and the chain ends by itself.  The CPU
-   * cost is bounded by busyPollUs per burst.
-   */
-  private stayHot(): void {
-    this.hotUntil = process.hrtime.bigint() + this.busyPollNs;
-    if (this.spinning) return;
-    this.spinning = true;
-    const spin = (): void => {
-      if (this.fd >= 0 && process.hrtime.bigint() < this.hotUntil) setImmediate(spin);
-      else this.spinning = false;
-    };
-    setImmediate(spin);
   }
 
   private dispatch(msg: NlMessage): void {

@@ -134,12 +134,6 @@ function hasNetAdmin(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
-/**
- * Queued control packets wait for us; each wake-up from epoll costs tens of
- * microseconds on a virtual machine.  Half a millisecond covers the gap
- * between a reply and the next command of the same session in a LAN.
- */
-export const DEFAULT_BUSY_POLL_US = 500;
 export const DEFAULT_HOLD_LIMIT_MS = 5000;
 
 export interface NfqueueOptions {
@@ -151,8 +145,6 @@ export interface NfqueueOptions {
   ackTimeoutMs?: number;
   /** SO_RCVBUFFORCE size (default 8 MiB) */
   rcvbuf?: number;
-  /** stay awake this long after a burst of queued packets (NetlinkSocket.stayHot); 0 = off */
-  busyPollUs?: number;
   /** longest hold of a packet whose handler has not settled (default 5000 ms) */
   holdLimitMs?: number;
 }
@@ -186,7 +178,7 @@ export class NfqueueSource implements PacketSource {
     this.clock = opts.clock ?? defaultClock();
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
     this.rcvbuf = opts.rcvbuf ?? 8 * 1024 * 1024;
-    this.sock = new NetlinkSocket({ native: opts.native, clock: this.clock, logger: opts.logger, busyPollUs: opts.busyPollUs ?? DEFAULT_BUSY_POLL_US });
+    this.sock = new NetlinkSocket({ native: opts.native, clock: this.clock, logger: opts.logger });
   }
 
   async open(): Promise<void> {
