@@ -674,3 +674,46 @@ export class NetlinkSocket {
     this.onFatal(err);
   }
 }
+
+/** One configuration request of a capture subscription (NFQUEUE, NFLOG). */
+export interface CaptureStep {
+  /** write the request into the builder with this sequence number */
+  build: (b: NlBuilder, seq: number) => NlBuilder;
+  what: string;
+  /** the error to throw when the kernel refuses it */
+  error: (e: unknown) => FtpProxyError;
+}
+
+/**
+ * Open a NETLINK_NETFILTER socket for a capture: route unsolicited messages
+ * to onMessage, enlarge the receive buffer (a warning if refused: bursts wait
+ * there while handlers wait for the firewall), then send each configuration
+ * request in order and wait for its ACK.  On any failure the socket is closed
+ * and the step's error thrown.
+ */
+export async function openCapture(
+  sock: NetlinkSocket,
+  o: { name: string; rcvbuf: number; ackTimeoutMs: number; logger: Logger; onMessage: (m: NlMessage) => void; steps: CaptureStep[] },
+): Promise<void> {
+  try {
+    sock.open(NETLINK_NETFILTER);
+  } catch (e) {
+    throw new FtpProxyError(`${o.name}-open`, `cannot open a NETLINK_NETFILTER socket: ${(e as Error).message}`, { fatal: true, cause: e });
+  }
+  sock.onMessage = o.onMessage;
+  try {
+    sock.setRcvBuf(o.rcvbuf);
+  } catch (e) {
+    o.logger.log('warning', `${o.name}: cannot enlarge the receive buffer: ${(e as Error).message}`);
+  }
+  const b = new NlBuilder(128);
+  for (const step of o.steps) {
+    const seq = sock.nextSeq();
+    try {
+      await sock.request(step.build(b.reset(), seq).bytes(), seq, o.ackTimeoutMs, step.what);
+    } catch (e) {
+      sock.close();
+      throw step.error(e);
+    }
+  }
+}

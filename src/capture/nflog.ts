@@ -13,7 +13,7 @@
  */
 import { Native } from '../native';
 import {
-  NETLINK_NETFILTER,
+  openCapture,
   NFPROTO_UNSPEC,
   NLM_F_ACK,
   NLM_F_REQUEST,
@@ -148,37 +148,32 @@ export class NflogSource implements PacketSource {
   }
 
   async open(): Promise<void> {
-    try {
-      this.sock.open(NETLINK_NETFILTER);
-    } catch (e) {
-      throw new FtpProxyError('nflog-open', `cannot open a NETLINK_NETFILTER socket: ${(e as Error).message}`, { fatal: true, cause: e });
-    }
-    this.sock.onMessage = (msg) => this.onMessage(msg);
-    try {
-      this.sock.setRcvBuf(this.rcvbuf);
-    } catch (e) {
-      this.logger.log('warning', `nflog: cannot enlarge the receive buffer: ${(e as Error).message}`);
-    }
     // NFULNL_CFG_CMD_PF_BIND is not sent: the NFLOG target hands packets to
     // nfnetlink_log directly, whatever logger is bound to the family.
-    const b = new NlBuilder(128);
-    const s1 = this.sock.nextSeq();
-    try {
-      await this.sock.request(encodeNflogCommand(b, s1, this.group, NFULNL_CFG_CMD_BIND).bytes(), s1, this.ackTimeoutMs, `NFLOG group ${this.group} bind`);
-    } catch (e) {
-      this.sock.close();
-      const code = (e as { code?: unknown }).code;
-      if (code === 'EBUSY') throw new FtpProxyError('nflog-busy', `NFLOG group ${this.group} is in use (bound by another process, e.g. ulogd)`, { fatal: true, cause: e });
-      if (code === 'EPERM') throw new FtpProxyError('nflog-perm', `NFLOG group ${this.group}: binding needs root (CAP_NET_ADMIN)`, { fatal: true, cause: e });
-      throw new FtpProxyError('nflog-bind', `cannot bind NFLOG group ${this.group}: ${(e as Error).message}`, { fatal: true, cause: e });
-    }
-    const s2 = this.sock.nextSeq();
-    try {
-      await this.sock.request(encodeNflogMode(b.reset(), s2, this.group, 0xffff).bytes(), s2, this.ackTimeoutMs, `NFLOG group ${this.group} mode`);
-    } catch (e) {
-      this.sock.close();
-      throw new FtpProxyError('nflog-config', `cannot configure NFLOG group ${this.group}: ${(e as Error).message}`, { fatal: true, cause: e });
-    }
+    await openCapture(this.sock, {
+      name: 'nflog',
+      rcvbuf: this.rcvbuf,
+      ackTimeoutMs: this.ackTimeoutMs,
+      logger: this.logger,
+      onMessage: (msg) => this.onMessage(msg),
+      steps: [
+        {
+          build: (b, seq) => encodeNflogCommand(b, seq, this.group, NFULNL_CFG_CMD_BIND),
+          what: `NFLOG group ${this.group} bind`,
+          error: (e) => {
+            const code = (e as { code?: unknown }).code;
+            if (code === 'EBUSY') return new FtpProxyError('nflog-busy', `NFLOG group ${this.group} is in use (bound by another process, e.g. ulogd)`, { fatal: true, cause: e });
+            if (code === 'EPERM') return new FtpProxyError('nflog-perm', `NFLOG group ${this.group}: binding needs root (CAP_NET_ADMIN)`, { fatal: true, cause: e });
+            return new FtpProxyError('nflog-bind', `cannot bind NFLOG group ${this.group}: ${(e as Error).message}`, { fatal: true, cause: e });
+          },
+        },
+        {
+          build: (b, seq) => encodeNflogMode(b, seq, this.group, 0xffff),
+          what: `NFLOG group ${this.group} mode`,
+          error: (e) => new FtpProxyError('nflog-config', `cannot configure NFLOG group ${this.group}: ${(e as Error).message}`, { fatal: true, cause: e }),
+        },
+      ],
+    });
   }
 
   run(handler: PacketHandler): Promise<void> {

@@ -13,7 +13,7 @@
 import * as fs from 'fs';
 import { Native } from '../native';
 import {
-  NETLINK_NETFILTER,
+  openCapture,
   NFNL_SUBSYS_QUEUE,
   NFPROTO_UNSPEC,
   NLM_F_ACK,
@@ -182,37 +182,29 @@ export class NfqueueSource implements PacketSource {
   }
 
   async open(): Promise<void> {
-    try {
-      this.sock.open(NETLINK_NETFILTER);
-    } catch (e) {
-      throw new FtpProxyError('nfqueue-open', `cannot open a NETLINK_NETFILTER socket: ${(e as Error).message}`, { fatal: true, cause: e });
-    }
-    this.sock.onMessage = (msg) => this.onMessage(msg);
-    // A big receive buffer absorbs bursts while handlers wait for the firewall.
-    try {
-      this.sock.setRcvBuf(this.rcvbuf);
-    } catch (e) {
-      this.logger.log('warning', `nfqueue: cannot enlarge the receive buffer: ${(e as Error).message}`);
-    }
     // NFQNL_CFG_CMD_PF_UNBIND/PF_BIND are no-ops since Linux 3.8; not sent.
-    const b = new NlBuilder(128);
-    const s1 = this.sock.nextSeq();
-    try {
-      await this.sock.request(encodeNfqCommand(b, s1, this.queue, NFQNL_CFG_CMD_BIND).bytes(), s1, this.ackTimeoutMs, `NFQUEUE ${this.queue} bind`);
-    } catch (e) {
-      this.sock.close();
-      throw this.bindError(e);
-    }
     // Copy whole packets.  FAIL_OPEN: when our queue is full the kernel
     // accepts the packet instead of dropping it, so a slow ftp6proxy can
     // miss a hole but never stalls the FTP control connection.
-    const s2 = this.sock.nextSeq();
-    try {
-      await this.sock.request(encodeNfqParams(b.reset(), s2, this.queue, 0xffff, NFQA_CFG_F_FAIL_OPEN).bytes(), s2, this.ackTimeoutMs, `NFQUEUE ${this.queue} config`);
-    } catch (e) {
-      this.sock.close();
-      throw new FtpProxyError('nfqueue-config', `cannot configure NFQUEUE ${this.queue}: ${(e as Error).message}`, { fatal: true, cause: e });
-    }
+    await openCapture(this.sock, {
+      name: 'nfqueue',
+      rcvbuf: this.rcvbuf,
+      ackTimeoutMs: this.ackTimeoutMs,
+      logger: this.logger,
+      onMessage: (msg) => this.onMessage(msg),
+      steps: [
+        {
+          build: (b, seq) => encodeNfqCommand(b, seq, this.queue, NFQNL_CFG_CMD_BIND),
+          what: `NFQUEUE ${this.queue} bind`,
+          error: (e) => this.bindError(e),
+        },
+        {
+          build: (b, seq) => encodeNfqParams(b, seq, this.queue, 0xffff, NFQA_CFG_F_FAIL_OPEN),
+          what: `NFQUEUE ${this.queue} config`,
+          error: (e) => new FtpProxyError('nfqueue-config', `cannot configure NFQUEUE ${this.queue}: ${(e as Error).message}`, { fatal: true, cause: e }),
+        },
+      ],
+    });
   }
 
   private bindError(e: unknown): FtpProxyError {

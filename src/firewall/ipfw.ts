@@ -49,9 +49,8 @@
  * PRIV_NETINET_IPFW), so these commands must run as root: on FreeBSD the
  * runner belongs in the privileged helper.
  */
-import * as net from 'net';
 import { Clock, Firewall, FtpProxyError, Hole, Logger } from '../types';
-import { CommandResult, CommandRunner, shellQuote } from './runner';
+import { checkHoleForCommand, CommandResult, CommandRunner, shellQuote } from './runner';
 
 export const DYN_KEEP_STATES_SYSCTL = 'net.inet.ip.fw.dyn_keep_states';
 /** highest rule number usable for holes: 65535 is the default rule */
@@ -149,19 +148,6 @@ export class IpfwFirewall implements Firewall {
     return this.keepStates;
   }
 
-  private checkHole(hole: Hole): void {
-    const isIp = hole.family === 6 ? net.isIPv6 : net.isIPv4;
-    if (!isIp(hole.src) || !isIp(hole.dst)) {
-      throw new FtpProxyError('hole-invalid', `not IPv${hole.family} addresses: ${hole.src} ${hole.dst}`);
-    }
-    if (!Number.isInteger(hole.port) || hole.port < 1 || hole.port > 65535) {
-      throw new FtpProxyError('hole-invalid', `bad port ${hole.port}`);
-    }
-    if (!Number.isInteger(hole.rule) || hole.rule < this.opts.base || hole.rule > this.last) {
-      throw new FtpProxyError('hole-invalid', `rule ${hole.rule} outside the pool ${this.opts.base}..${this.last}`);
-    }
-  }
-
   /** The argv of a hole's rule (exported for the tests through open()). */
   addArgv(hole: Hole): string[] {
     const action = this.opts.target === undefined ? ['allow'] : ['call', String(this.opts.target)];
@@ -171,7 +157,7 @@ export class IpfwFirewall implements Firewall {
   }
 
   async open(hole: Hole, _timeoutSec: number): Promise<void> {
-    this.checkHole(hole);
+    checkHoleForCommand(hole, this.opts.base, this.last);
     // e.g. ipfw -q add 64000 allow tcp from 2001:db8::10 to 2001:db8:1::20 50000 setup keep-state
     const argv = this.addArgv(hole);
     const r = await this.run(argv);
@@ -181,7 +167,7 @@ export class IpfwFirewall implements Firewall {
   }
 
   async close(hole: Hole): Promise<boolean> {
-    this.checkHole(hole);
+    checkHoleForCommand(hole, this.opts.base, this.last);
     const n = String(hole.rule);
     if (!(await this.queryKeepStates())) {
       // ipfw -d show 64000: static rule plus its dynamic rules

@@ -24,9 +24,8 @@
  * Sweep (start and stop): `pfctl -a ftp6proxy -s Anchors` lists the children
  * and each is flushed.
  */
-import * as net from 'net';
 import { Firewall, FtpProxyError, Hole, Logger } from '../types';
-import { CommandResult, CommandRunner, shellQuote } from './runner';
+import { checkHoleForCommand, CommandResult, CommandRunner, shellQuote } from './runner';
 
 export const DEFAULT_PF_ANCHOR = 'ftp6proxy';
 
@@ -93,19 +92,8 @@ export class PfFirewall implements Firewall {
     }
   }
 
-  private checkHole(hole: Hole): void {
-    const isIp = hole.family === 6 ? net.isIPv6 : net.isIPv4;
-    if (!isIp(hole.src) || !isIp(hole.dst)) {
-      throw new FtpProxyError('hole-invalid', `not IPv${hole.family} addresses: ${hole.src} ${hole.dst}`);
-    }
-    if (!Number.isInteger(hole.port) || hole.port < 1 || hole.port > 65535) {
-      throw new FtpProxyError('hole-invalid', `bad port ${hole.port}`);
-    }
-    if (!Number.isInteger(hole.rule) || hole.rule < 0) throw new FtpProxyError('hole-invalid', `bad rule number ${hole.rule}`);
-  }
-
   async open(hole: Hole, _timeoutSec: number): Promise<void> {
-    this.checkHole(hole);
+    checkHoleForCommand(hole, 0, Number.MAX_SAFE_INTEGER);
     // pfctl -a ftp6proxy/64000 -f -   (rules on stdin replace the anchor's contents)
     const argv = ['pfctl', '-a', this.child(hole), '-f', '-'];
     const r = await this.run(argv, pfHoleRules(hole, this.opts.queue));
@@ -113,7 +101,7 @@ export class PfFirewall implements Firewall {
   }
 
   async close(hole: Hole): Promise<boolean> {
-    this.checkHole(hole);
+    checkHoleForCommand(hole, 0, Number.MAX_SAFE_INTEGER);
     // pfctl -a ftp6proxy/64000 -F rules   (states outlive the rule)
     const argv = ['pfctl', '-a', this.child(hole), '-F', 'rules'];
     const r = await this.run(argv);

@@ -9,7 +9,8 @@
  *   answers with canned outputs that describe a well-configured FreeBSD host.
  */
 import { spawn } from 'child_process';
-import { FtpProxyError } from '../types';
+import * as net from 'net';
+import { FtpProxyError, Hole } from '../types';
 
 export interface CommandResult {
   code: number;
@@ -161,5 +162,23 @@ export class RecordingRunner implements CommandRunner {
   /** The transcript so far, one line each. */
   transcript(): string {
     return this.lines.map((l) => `${l}\n`).join('');
+  }
+}
+
+/**
+ * What every hole must be before its addresses and port become words of an
+ * ipfw(8) or pfctl(8) command: literal addresses of its family, a port in
+ * 1..65535, a rule number inside [first, last].  Throws FtpProxyError.
+ */
+export function checkHoleForCommand(hole: Hole, first: number, last: number): void {
+  const isIp = hole.family === 6 ? net.isIPv6 : net.isIPv4;
+  if (!isIp(hole.src) || !isIp(hole.dst)) {
+    throw new FtpProxyError('hole-invalid', `not IPv${hole.family} addresses: ${hole.src} ${hole.dst}`);
+  }
+  if (!Number.isInteger(hole.port) || hole.port < 1 || hole.port > 65535) {
+    throw new FtpProxyError('hole-invalid', `bad port ${hole.port}`);
+  }
+  if (!Number.isInteger(hole.rule) || hole.rule < first || hole.rule > last) {
+    throw new FtpProxyError('hole-invalid', `rule ${hole.rule} outside the pool ${first}..${last}`);
   }
 }
