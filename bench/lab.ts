@@ -297,6 +297,13 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       await stopProc(daemon, 'SIGTERM');
     }
     await server.stop();
+    // The kernel's own count of queued packets it dropped (queue full, or the
+    // netlink socket's buffer full): include/net/netfilter nfnetlink_queue's
+    // /proc line is "queue portid total mode range queue_dropped user_dropped seq 1".
+    for (const line of lab.run(lab.ns.gateway, ['cat', '/proc/net/netfilter/nfnetlink_queue']).stdout.trim().split('\n')) {
+      const f = line.trim().split(/\s+/);
+      if (f.length >= 7 && (f[5] !== '0' || f[6] !== '0')) notes.push(`NFQUEUE ${f[0]}: kernel dropped ${f[5]} (queue full) + ${f[6]} (socket full) packets`);
+    }
 
     if (lat === null) notes.push(`no samples from bench/latency-child.js: ${instErr.trim()}`);
     else if (lat.errors.length > 0) notes.push(`instrumented proxy logged: ${lat.errors.slice(0, 3).join(' | ')}`);
