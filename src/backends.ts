@@ -20,6 +20,15 @@ export function defaultModule(platform: string = process.platform): ModuleName {
   return platform === 'freebsd' ? 'ipfw' : 'nftables';
 }
 
+/** Why a module cannot run on this OS, or null. */
+export function unsupportedReason(module: ModuleName, platform: string = process.platform): string | null {
+  if (module === 'nftables' && platform !== 'linux') return 'module nftables needs Linux (NFQUEUE and nftables)';
+  if (module !== 'nftables' && platform !== 'freebsd') {
+    return `module ${module} needs FreeBSD (${module === 'netgraph' ? 'ng_ipfw(4)' : 'divert(4)'}); on Linux use -m nftables`;
+  }
+  return null;
+}
+
 export function createSource(o: Options, logger: Logger, native: Native = loadNative()): PacketSource {
   switch (o.module) {
     case 'ipfw':

@@ -23,7 +23,7 @@
  */
 import { spawn, ChildProcess } from 'child_process';
 import { Readable, Writable } from 'stream';
-import { createFirewall, createSource, defaultModule } from './backends';
+import { createFirewall, createSource, defaultModule, unsupportedReason } from './backends';
 import { RealClock } from './clock';
 import { DaemonReadiness, isDaemonChild, launchInBackground } from './daemonize';
 import { Engine } from './engine';
@@ -36,7 +36,7 @@ import { checkPrivilegeTargets, dropPrivileges } from './privileges';
 import { openChildChannel, PrivsepClientFirewall, PrivsepServer } from './privsep';
 import { ControlProxy } from './proxy';
 import { LevelFilter, parseFacility, StderrLogger, SyslogLogger } from './syslog';
-import { Firewall, Logger } from './types';
+import { Firewall, Logger, PacketSource } from './types';
 
 export const EXIT_OK = 0;
 export const EXIT_START = 1;
@@ -66,9 +66,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (process.env[WORKER_ENV] === '1') return worker(o);
 
-  // 2. Check what we will need later, so that a bad -u, -r or -i fails now,
-  //    in the foreground, with a clear message.
+  // 2. Check what we will need later, so that a wrong module, a bad -u, -r
+  //    or -i fails now, in the foreground, with a clear message.
   const pidfile = o.debug === 0 ? new PidFile(o.pidfile) : undefined;
+  const unsupported = unsupportedReason(o.module);
+  if (unsupported !== null) {
+    process.stderr.write(`ftp6proxy: ${unsupported}\n`);
+    return EXIT_START;
+  }
   try {
     if (o.debug < 2) checkPrivilegeTargets(o.user, o.rootDir);
     pidfile?.check();
@@ -111,6 +116,8 @@ function shadowFirewall(logger: Logger): Firewall {
 
 interface RunOptions {
   o: Options;
+  /** the capture, already open (as root) */
+  source: PacketSource;
   logger: Logger;
   firewall: Firewall;
   /** called after capture and firewall are open, before packets flow */
@@ -121,10 +128,8 @@ interface RunOptions {
  * Open the capture, run the event loop, close every hole at the end.
  * Resolves with the exit status.
  */
-async function serve({ o, logger, firewall, beforeLoop }: RunOptions): Promise<number> {
+async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): Promise<number> {
   const clock = new RealClock();
-  const source = createSource(o, logger);
-  await source.open();
   await firewall.check();
   const holes = new HoleManager({ firewall, clock, logger, base: o.base, count: o.count, timeoutSec: o.timeout });
   const engine = new Engine({ logger, pendingFor: (s) => holes.pendingFor(s) });
@@ -176,10 +181,13 @@ function hasSiginfo(): boolean {
 async function single(o: Options): Promise<number> {
   const logger = new StderrLogger();
   try {
+    // The capture first: on the wrong OS, "divert(4) is FreeBSD-only" says more than a missing ipfw(8).
+    const source = createSource(o, logger);
+    await source.open();
     const firewall = o.shadow ? shadowFirewall(logger) : createFirewall(o, logger);
     await firewall.check();
     await firewall.sweep();
-    const code = await serve({ o, logger, firewall, beforeLoop: () => undefined });
+    const code = await serve({ o, source, logger, firewall, beforeLoop: () => undefined });
     await firewall.sweep().catch((e: unknown) => logger.log('err', `sweep at stop: ${message(e)}`));
     return code;
   } catch (e) {
@@ -200,8 +208,11 @@ async function worker(o: Options): Promise<number> {
     else if (o.module === 'nftables') firewall = createFirewall(o, logger);
     else firewall = new PrivsepClientFirewall(channel.input, channel.output, { kind: o.module });
     process.on('SIGHUP', () => log.reopen());
+    const source = createSource(o, logger);
+    await source.open();
     const code = await serve({
       o,
+      source,
       logger,
       firewall,
       beforeLoop: () => {
