@@ -59,7 +59,9 @@ export async function replay(input: ReplayInput): Promise<ReplayResult> {
   };
   let firewall: Firewall;
   if (input.commands) {
+    // Each command after a `# T` line: its time shows -t at work.
     const fw = commandFirewall(o, logger, clock, (cmd) => {
+      out(`# ${secs(clock.now())}`);
       for (const l of cmd.split('\n')) out(l);
     });
     if (fw === undefined) {

@@ -203,7 +203,8 @@ export class IpfwFirewall implements Firewall {
   }
 
   /** At stop: delete the whole range, as at start. */
+  /** Nothing to release: every command is its own process.  The daemon sweeps before it. */
   async shutdown(): Promise<void> {
-    await this.sweep();
+    // nothing held
   }
 }

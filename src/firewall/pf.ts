@@ -126,7 +126,8 @@ export class PfFirewall implements Firewall {
   }
 
   /** At stop: flush every child anchor, as at start. */
+  /** Nothing to release: every command is its own process.  The daemon sweeps before it. */
   async shutdown(): Promise<void> {
-    await this.sweep();
+    // nothing held
   }
 }

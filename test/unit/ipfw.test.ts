@@ -63,8 +63,7 @@ test('check, sweep (-b/-c range) and shutdown', async () => {
     '$ ipfw show',
     '$ sysctl -n net.inet.ip.fw.dyn_keep_states',
     '$ ipfw -q delete 1000-1009',
-    '$ ipfw -q delete 1000-1009',
-  ]);
+  ], 'shutdown runs nothing: the daemon sweeps before it');
 });
 
 test('dyn_keep_states=0: warn once, keep the rule while its dynamic rules live', async () => {
