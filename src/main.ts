@@ -288,7 +288,10 @@ async function monitor(o: Options, pidfile: PidFile | undefined): Promise<number
   process.on('SIGTERM', forward('SIGTERM'));
   process.on('SIGINT', forward('SIGTERM'));
   process.on('SIGHUP', () => {
-    log.reopen();
+    // The monitor is outside the chroot, so a restarted syslogd is reachable
+    // again; the worker keeps its connection when it cannot reconnect.
+    const ok = log.reopen();
+    logger.log(ok ? 'notice' : 'err', `SIGHUP: log ${ok ? 'reopened' : 'cannot reach syslogd'}`);
     forward('SIGHUP')();
   });
   process.on('SIGUSR1', forward('SIGUSR1'));

@@ -128,6 +128,11 @@ if (why !== null || devLogBusy) {
         process.kill(pid, 'SIGUSR1');
         await until('status line', () => /status: \d+ sessions, holes \d+ in use/.test(fs.readFileSync(syslog.file, 'utf8')));
 
+        // SIGHUP: the log is reopened, the daemon goes on.
+        process.kill(pid, 'SIGHUP');
+        await until('SIGHUP line', () => /SIGHUP: log reopened/.test(fs.readFileSync(syslog.file, 'utf8')));
+        assert.ok(alive(pid) && alive(w), 'still running after SIGHUP');
+
         // A second start with the same pidfile is refused while the first lives.
         const again = lab.run(lab.ns.gateway, daemonArgs(dir), { timeoutMs: 20000 });
         assert.is(again.status, 1);
