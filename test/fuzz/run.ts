@@ -35,7 +35,22 @@ async function main(): Promise<number> {
   console.log(`fuzz: ${targets.length} targets, ${(share / 1000).toFixed(1)} s each, seed ${args.seed}`);
   let bad = 0;
   let total = 0;
+  // Memory is a property too: a target whose heap runs away is reported by
+  // name (and ends the run with exit 1) instead of dying anonymously of OOM.
+  let current = '';
+  const heapLimit = 1.5 * 1024 ** 3;
+  const watchdog = setInterval(() => {
+    const used = process.memoryUsage().heapUsed;
+    if (used > heapLimit) {
+      console.log(`fuzz: FAIL ${current}: heap ${(used / 1024 ** 2).toFixed(0)} MiB exceeds ${(heapLimit / 1024 ** 2).toFixed(0)} MiB (seed ${args.seed})`);
+      process.exit(1);
+    }
+  }, 100);
+  watchdog.unref();
   for (const t of targets) {
+    current = t.name;
+    // on stderr, so that even a crash (e.g. out of memory) names its target
+    process.stderr.write(`fuzz: running ${current}\n`);
     const t0 = process.hrtime.bigint();
     const o = await t.real({ seed: args.seed, numRuns: Number.MAX_SAFE_INTEGER, timeLimitMs: share });
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -50,6 +65,8 @@ async function main(): Promise<number> {
   console.log(`fuzz: ${total} runs in all`);
   // Each property must be able to fail: its broken variant has to be caught.
   for (const t of targets) {
+    current = `self-check ${t.name}`;
+    process.stderr.write(`fuzz: running ${current}\n`);
     const o = await t.broken({ seed: args.seed, numRuns: 5000, timeLimitMs: 20000 });
     console.log(`self-check ${t.name.padEnd(12)} ${o.failed ? `broken variant caught after ${o.numRuns} runs` : 'BROKEN VARIANT NOT CAUGHT'}`);
     if (!o.failed) bad++;
