@@ -29,7 +29,6 @@ import { DaemonReadiness, isDaemonChild, launchInBackground } from './daemonize'
 import { Engine } from './engine';
 import { RecordingFirewall } from './firewall/recording';
 import { HoleManager } from './holes';
-import { loadNative } from './native';
 import { Options, parseOptions, SYNOPSIS, usageText, UsageError } from './options';
 import { PidFile } from './pidfile';
 import { checkPrivilegeTargets, dropPrivileges } from './privileges';
@@ -125,8 +124,8 @@ interface RunOptions {
 }
 
 /**
- * Open the capture, run the event loop, close every hole at the end.
- * Resolves with the exit status.
+ * Check the firewall, run the event loop over the open capture, close every
+ * hole at the end.  Resolves with the exit status.
  */
 async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): Promise<number> {
   const clock = new RealClock();
@@ -318,9 +317,4 @@ async function monitor(o: Options, pidfile: PidFile | undefined): Promise<number
   }
   logger.log('err', `worker ended: ${signal ?? `exit status ${code}`}; firewall swept`);
   return code === EXIT_START ? EXIT_START : EXIT_LOST;
-}
-
-/** Keep the shim loaded before any chroot. */
-export function preload(): void {
-  loadNative();
 }
