@@ -41,7 +41,8 @@ for (const f of list) {
   const total = num(/Total:\s+(\d+)/);
   const ok = num(/Passed:\s+(\d+)/);
   const sk = num(/Skipped:\s+(\d+)/);
-  const skipLines = out.split('\n').filter((l) => /^\s*SKIP:/.test(l));
+  // "SKIP: reason", also after uvu's progress dots on the same line
+  const skipLines = out.split('\n').filter((l) => /SKIP:/.test(l)).map((l) => l.slice(l.indexOf('SKIP:')));
   let fileFailed = r.status !== 0 || total !== ok + sk;
   passed += ok;
   skipped += sk + skipLines.length;
