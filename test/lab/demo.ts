@@ -3,9 +3,10 @@
  * that FTP data connections fail through a deny-by-default gateway, starts
  * ftp6proxy in the gateway, runs real transfers, and tears everything down.
  */
-import { spawnSync, ChildProcess } from 'child_process';
+import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { clientSupports, preflight, serverAvailable, withLab, Lab, ClientKind, Mode, ServerKind } from './lab';
+import { startDaemon, Daemon } from '../fuzz/labkit';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const Q = 10004;
@@ -68,20 +69,18 @@ async function main(): Promise<number> {
     for (const [what, ok] of before) say(`   ${ok ? 'passed' : 'failed'}  ${what}`);
 
     say(`\n2. With ftp6proxy -m nftables -d -d -p ${Q} -a inet/filter running in the gateway:`);
-    const d: ChildProcess = lab.spawnIn(lab.ns.gateway, ['node', path.join(ROOT, 'bin', 'ftp6proxy'), '-m', 'nftables', '-d', '-d', '-p', String(Q), '-a', 'inet/filter']);
-    let log = '';
-    d.stderr?.on('data', (c: Buffer) => { log += c.toString(); });
-    for (let i = 0; i < 100 && !/started/.test(log); i++) await new Promise((r) => setTimeout(r, 50));
-    if (!/started/.test(log)) {
-      say(`   ftp6proxy did not start:\n${log}`);
+    let d: Daemon;
+    try {
+      d = await startDaemon(lab, Q);
+    } catch (e) {
+      say(`   ${e instanceof Error ? e.message : String(e)}`);
       return 1;
     }
     const after = await transfers(lab, rows);
     for (const [what, ok] of after) say(`   ${ok ? 'passed' : 'FAILED'}  ${what}`);
-    const exited = new Promise((r) => d.once('exit', r));
-    d.kill('SIGTERM');
-    await exited;
-    const holes = (log.match(/hole \d+ open/g) ?? []).length;
+    d.proc.kill('SIGTERM');
+    await d.waitExit(10000);
+    const holes = (d.log().match(/hole \d+ open/g) ?? []).length;
     const left = lab.run(lab.ns.gateway, ['nft', 'list', 'set', 'inet', 'filter', 'ftp6proxy6']).stdout.includes('elements');
 
     const nBefore = before.filter(([, ok]) => ok).length;

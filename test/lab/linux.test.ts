@@ -8,30 +8,16 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as path from 'path';
-import { ChildProcess } from 'child_process';
-import { clientSupports, preflight, serverAvailable, withLab, Lab, ClientKind, Mode, ServerKind } from './lab';
+import { clientSupports, preflight, serverAvailable, withLab, ClientKind, Mode, ServerKind } from './lab';
+import { startDaemon, Daemon } from '../fuzz/labkit';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const Q = 10034;
 const why = preflight();
 
-function startDaemon(lab: Lab, extra: string[] = []): { proc: ChildProcess; log: () => string } {
-  const proc = lab.spawnIn(lab.ns.gateway, ['node', path.join(ROOT, 'bin', 'ftp6proxy'), '-m', 'nftables', '-d', '-d', '-p', String(Q), '-a', 'inet/filter', ...extra]);
-  let text = '';
-  proc.stderr?.on('data', (c: Buffer) => { text += c.toString(); });
-  proc.stdout?.on('data', (c: Buffer) => { text += c.toString(); });
-  return { proc, log: () => text };
-}
-
-async function ready(d: { log: () => string }): Promise<void> {
-  for (let i = 0; i < 100 && !/started: module nftables/.test(d.log()); i++) await new Promise((r) => setTimeout(r, 50));
-  assert.match(d.log(), /started: module nftables/, 'daemon started');
-}
-
-async function stop(d: { proc: ChildProcess }): Promise<void> {
-  const done = new Promise((r) => d.proc.once('exit', r));
+async function stop(d: Daemon): Promise<void> {
   d.proc.kill('SIGTERM');
-  await done;
+  await d.waitExit(10000);
 }
 
 const MATRIX: Array<[ClientKind, Mode]> = [
@@ -47,8 +33,7 @@ if (why !== null) {
     await withLab({ prefix: 'f6lin', policy: 'deny', queueNum: Q }, async (lab) => {
       const servers = (['vsftpd', 'pyftpdlib', 'pure-ftpd'] as ServerKind[]).filter((s) => serverAvailable(s) === null);
       assert.ok(servers.length >= 2, `at least two server programs: ${servers.join(', ')}`);
-      const d = startDaemon(lab);
-      await ready(d);
+      const d = await startDaemon(lab, Q);
       const passed: string[] = [];
       for (const kind of servers) {
         const srv = await lab.startServer(kind);
@@ -90,9 +75,8 @@ if (why !== null) {
   test('a hole admits its port right away and no longer after -t', async () => {
     await withLab({ prefix: 'f6tmo', policy: 'deny', queueNum: Q }, async (lab) => {
       const srv = await lab.startServer('vsftpd');
-      const d = startDaemon(lab, ['-t', '2']);
+      const d = await startDaemon(lab, Q, ['-t', '2']);
       try {
-        await ready(d);
         const probe = (family: 4 | 6, cmd: string, waitMs: number) => {
           const r = lab.run(lab.ns.client, ['node', path.join(ROOT, 'dist', 'test', 'lab', 'ftp-probe.js'), lab.addr.server[family], cmd, String(waitMs)], { timeoutMs: 20000 });
           return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { result: string; port: number; reply: string };
