@@ -41,36 +41,28 @@ export class VirtualClock implements Clock {
     return { cancel: () => { p.cancelled = true; } };
   }
 
-  /** Time of the next live timer, or undefined. */
-  next(): number | undefined {
+  /** The live timer that fires first (time order, then the order they were set). */
+  private earliest(): Pending | undefined {
     let best: Pending | undefined;
     for (const p of this.timers) {
       if (!p.cancelled && (best === undefined || p.at < best.at || (p.at === best.at && p.seq < best.seq))) best = p;
     }
-    return best?.at;
+    return best;
+  }
+
+  /** Time of the next live timer, or undefined. */
+  next(): number | undefined {
+    return this.earliest()?.at;
   }
 
   /** Move to `to` (never backwards), firing every timer due on the way. */
   advance(to: number): void {
-    for (;;) {
-      this.timers = this.timers.filter((p) => !p.cancelled);
-      let idx = -1;
-      for (let i = 0; i < this.timers.length; i++) {
-        const p = this.timers[i];
-        if (p.at > to) continue;
-        if (idx < 0 || p.at < this.timers[idx].at || (p.at === this.timers[idx].at && p.seq < this.timers[idx].seq)) idx = i;
-      }
-      if (idx < 0) break;
-      const p = this.timers[idx];
-      this.timers.splice(idx, 1);
+    for (let p = this.earliest(); p !== undefined && p.at <= to; p = this.earliest()) {
+      this.timers.splice(this.timers.indexOf(p), 1);
       if (p.at > this.t) this.t = p.at;
       p.fn();
     }
+    this.timers = this.timers.filter((p) => !p.cancelled);
     if (to > this.t) this.t = to;
-  }
-
-  /** Fire every timer, however far away (replay: run on past the last packet). */
-  drain(): void {
-    for (let n = this.next(); n !== undefined; n = this.next()) this.advance(n);
   }
 }

@@ -68,15 +68,13 @@ export async function replay(input: ReplayInput): Promise<ReplayResult> {
       out(`# module ${o.module} runs no commands: it changes the firewall over netlink`);
       firewall = new RecordingFirewall({
         onOp: (op) => {
-          if (op.op === 'open' && op.hole) {
-            const h = op.hole;
-            const set = h.family === 4 ? 'ftp6proxy4' : 'ftp6proxy6';
-            out(`# netlink NEWSETELEM ${o.anchor.replace('/', ' ')} ${set} { ${h.src} . ${h.dst} . ${h.port} timeout ${o.timeout}s }`);
-          } else if (op.op === 'close' && op.hole) {
-            const h = op.hole;
-            const set = h.family === 4 ? 'ftp6proxy4' : 'ftp6proxy6';
-            out(`# netlink DELSETELEM ${o.anchor.replace('/', ' ')} ${set} { ${h.src} . ${h.dst} . ${h.port} }`);
-          }
+          const h = op.hole;
+          if (h === undefined || (op.op !== 'open' && op.op !== 'close')) return;
+          const where = `${o.anchor.replace('/', ' ')} ${h.family === 4 ? 'ftp6proxy4' : 'ftp6proxy6'}`;
+          const elem = `${h.src} . ${h.dst} . ${h.port}`;
+          out(op.op === 'open'
+            ? `# netlink NEWSETELEM ${where} { ${elem} timeout ${o.timeout}s }`
+            : `# netlink DELSETELEM ${where} { ${elem} }`);
         },
       });
     } else {
@@ -111,12 +109,15 @@ export async function replay(input: ReplayInput): Promise<ReplayResult> {
     out(`# error: ${e instanceof Error ? e.message : String(e)}`);
   }
   let ignored = 0;
-  for (const r of file.records) {
-    // Fire due timers one at a time, letting each close finish at its own time.
-    for (let n = clock.next(); n !== undefined && n <= r.time; n = clock.next()) {
+  /** Fire due timers one at a time, letting each close finish at its own time. */
+  const runTimersUntil = async (limit: number): Promise<void> => {
+    for (let n = clock.next(); n !== undefined && n <= limit; n = clock.next()) {
       clock.advance(n);
       await settle();
     }
+  };
+  for (const r of file.records) {
+    await runTimersUntil(r.time);
     clock.advance(r.time);
     await settle();
     if (r.ip === null) {
@@ -126,10 +127,7 @@ export async function replay(input: ReplayInput): Promise<ReplayResult> {
     await proxy.handle({ data: r.ip, time: clock.now() });
   }
   // The clock runs on past the last packet until every hole is closed.
-  for (let n = clock.next(); n !== undefined; n = clock.next()) {
-    clock.advance(n);
-    await settle();
-  }
+  await runTimersUntil(Infinity);
   try {
     await holes.closeAll();
     await firewall.sweep();
