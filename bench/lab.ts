@@ -6,6 +6,8 @@
  *   open       forward policy accept: the limit
  *   helper     the kernel's FTP conntrack helper (ct helper "ftp", related accepted)
  *   ftp6proxy  the DESIGN.md deny ruleset + NFQUEUE, with bin/ftp6proxy -d -d
+ *   ftp6proxy-data  the same with the queue rules limited to segments with payload
+ *   ftp6proxy-sel   the selective ruleset and bin/ftp6proxy -s (a second daemon)
  *   instrumented  the same ruleset with bench/latency-child.js (the daemon's
  *              wiring, timestamps in user space): hole latency in process
  *   steady     the instrumented proxy again, for more transfers in a row
@@ -13,13 +15,18 @@
  *              interleaved rounds reload the gateway's ruleset before every
  *              transfer, which the first set-element insertion then pays for)
  *
- * Every block runs tcpdump (nanosecond timestamps) on both gateway
- * interfaces; a control packet's transit is the time between its capture on
- * the way in and on the way out, so the kernel's queueing to NFQUEUE and the
- * wake-up of the daemon are counted too.  Blocks are run in rounds
- * (open, helper, ftp6proxy, instrumented, and again) so that drift in the
- * machine's load spreads over all configurations.  Transfers are interleaved
- * (one of each configuration per round, order rotating).
+ * Three phases:
+ * 1. timed rounds: one transfer of each configuration per round, the order
+ *    rotating, so that drift in the machine's load falls on all of them;
+ *    curl's time_total is the transfer figure;
+ * 2. steady: the instrumented proxy's hole-latency samples;
+ * 3. the same rounds again under tcpdump (nanosecond timestamps) on both
+ *    gateway interfaces: a control packet's transit is the time between its
+ *    capture on the way in and on the way out, so the kernel's queueing to
+ *    NFQUEUE and the wake-up of the daemon are counted too.  These transfers
+ *    are not timed: tcpdump wakes up for every packet, and on a small
+ *    machine it takes the CPU that the queue's reader needs, which the open
+ *    gateway, all in the kernel, does not feel.
  */
 import { ChildProcess } from 'child_process';
 import * as fs from 'fs';
@@ -27,11 +34,11 @@ import * as path from 'path';
 import * as readline from 'readline';
 import { parsePcap } from '../src/pcap';
 import { decodePacket } from '../src/packet';
-import { Lab, preflight, withLab } from '../test/lab/lab';
+import { Lab, preflight, SELECTIVE_BITS, withLab } from '../test/lab/lab';
 import type { LatencySamples } from './latency-child';
 import { median, percentile, round, summarize, Summary } from './stats';
 
-export type Config = 'open' | 'helper' | 'ftp6proxy' | 'ftp6proxy-data' | 'instrumented' | 'steady';
+export type Config = 'open' | 'helper' | 'ftp6proxy' | 'ftp6proxy-data' | 'ftp6proxy-sel' | 'instrumented' | 'steady';
 
 export interface TransferFigures {
   config: Config;
@@ -54,6 +61,10 @@ export interface LabResult {
   ratio: number | null;
   /** the same with the optional data-only queue rules */
   ratioDataOnly: number | null;
+  /** the same with the selective ruleset and ftp6proxy -s */
+  ratioSelective: number | null;
+  /** packets the kernel queued per transfer in the timed rounds (NFQUEUE id_sequence) */
+  queuedPerTransfer: Partial<Record<Config, number>>;
   /** in-process, steady phase: arrival in user space -> verdict, µs */
   latencyHoleUs: Summary | null;
   latencyOtherUs: Summary | null;
@@ -234,6 +245,13 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
         'the ftp6proxy row uses bench/latency-child.js (the same wiring) instead');
       daemonWhat = 'bench/latency-child.js (bin/ftp6proxy did not start)';
     }
+    // The same daemon with -s on QUEUE+2, for the selective ruleset.
+    const selArgv = ['-m', 'nftables', '-d', '-d', '-p', String(QUEUE + 2), '-a', 'inet/filter', '-s', `0x${SELECTIVE_BITS.seeAll.toString(16)}`];
+    const selDaemon = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'bin', 'ftp6proxy'), ...selArgv]);
+    const selOut = tail(selDaemon);
+    for (let i = 0; i < 100 && !queueBound(lab, QUEUE + 2) && selDaemon.exitCode === null; i++) await sleep(50);
+    const selUp = queueBound(lab, QUEUE + 2);
+    if (!selUp) notes.push(`bin/ftp6proxy -s did not bind NFQUEUE ${QUEUE + 2}: ${selOut() || 'no output'}`);
     const inst = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'dist', 'bench', 'latency-child.js'),
       String(QUEUE + 1), 'inet/filter'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let instErr = '';
@@ -247,54 +265,86 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       return json === null ? null : (JSON.parse(json) as LatencySamples);
     };
 
-    const fa = path.join(lab.dir, 'br0.pcap');
-    const fb = path.join(lab.dir, 'srv0.pcap');
-    const ca = await capture(lab, lab.iface.gwClient, fa);
-    const cb = await capture(lab, lab.iface.gwServer, fb);
-
-    const order: Config[] = ['open', 'helper', 'ftp6proxy', 'ftp6proxy-data', 'instrumented'];
+    const order: Config[] = ['open', 'helper', 'ftp6proxy', 'ftp6proxy-data', ...(selUp ? ['ftp6proxy-sel' as const] : []), 'instrumented'];
     const apply = (cfg: Config): void => {
       if (cfg === 'open' || cfg === 'helper') lab.setPolicy(cfg);
+      else if (cfg === 'ftp6proxy-sel') lab.setPolicy('deny', QUEUE + 2, { selective: true });
       else lab.setPolicy('deny', (cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data') && daemonUp ? QUEUE : QUEUE + 1, { dataOnly: cfg === 'ftp6proxy-data' });
     };
+    /** NFQUEUE id_sequence of each queue: packets queued so far */
+    const idSeq = (): Map<number, number> => {
+      const m = new Map<number, number>();
+      for (const line of lab.run(lab.ns.gateway, ['cat', '/proc/net/netfilter/nfnetlink_queue']).stdout.trim().split('\n')) {
+        const f = line.trim().split(/\s+/);
+        if (f.length >= 8) m.set(Number(f[0]), Number(f[7]));
+      }
+      return m;
+    };
+    const queueOf = (cfg: Config): number | null =>
+      cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data' ? (daemonUp ? QUEUE : QUEUE + 1) : cfg === 'ftp6proxy-sel' ? QUEUE + 2 : cfg === 'instrumented' ? QUEUE + 1 : null;
+    const queued = new Map<Config, number>();
     const times = new Map<Config, number[]>([...order, 'steady' as const].map((c) => [c, []]));
     const failed = new Map<Config, number>([...order, 'steady' as const].map((c) => [c, 0]));
     const firstFailure = new Map<Config, string>();
     /** control connection's client port -> configuration */
     const portCfg = new Map<number, Config>();
+    /** false while tcpdump runs: its per-packet wake-ups would compete for the CPUs */
+    let timed = true;
     const transfer = async (cfg: Config): Promise<void> => {
+      const q = queueOf(cfg);
+      const before = q === null ? 0 : (idSeq().get(q) ?? 0);
       const r = await lab.runAsync(lab.ns.client, ['curl', '-sS', '--connect-timeout', '5', '-m', '10', '-o', '/dev/null',
         '-w', '%{time_total} %{size_download} %{local_port}', url], { timeoutMs: 15000 });
       const [t, got, lport] = r.stdout.trim().split(' ');
       if (Number(lport) > 0) portCfg.set(Number(lport), cfg);
-      if (r.status === 0 && Number(got) === size) times.get(cfg)?.push(Number(t) * 1000);
-      else {
+      if (timed && q !== null) queued.set(cfg, (queued.get(cfg) ?? 0) + (idSeq().get(q) ?? 0) - before);
+      if (r.status === 0 && Number(got) === size) {
+        if (timed) times.get(cfg)?.push(Number(t) * 1000);
+      } else {
         failed.set(cfg, (failed.get(cfg) ?? 0) + 1);
         if (!firstFailure.has(cfg)) firstFailure.set(cfg, `exit ${r.status}: ${r.stderr.trim()}`);
       }
     };
     // Interleaved: one transfer of each configuration per round, the order
     // rotating, so that drift in the machine's load falls on all of them.
-    for (let i = 0; i < o.transfers; i++) {
-      for (let j = 0; j < order.length; j++) {
-        const cfg = order[(i + j) % order.length];
-        apply(cfg);
-        await transfer(cfg);
+    const rounds = async (n: number, what: string): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < order.length; j++) {
+          const cfg = order[(i + j) % order.length];
+          apply(cfg);
+          await transfer(cfg);
+        }
+        if ((i + 1) % 10 === 0) o.log(`  ${what}: ${i + 1}/${n} rounds`);
       }
-      if ((i + 1) % 10 === 0) o.log(`  ${i + 1}/${o.transfers} rounds`);
-    }
+    };
+    // First the timed rounds, with nothing else running; then the same rounds
+    // again under tcpdump, for the gateway transit figures.  (tcpdump wakes
+    // up for every packet: on a small machine it takes the CPU the queue's
+    // reader needs, which the open gateway, all in the kernel, does not feel.)
+    await rounds(o.transfers, 'timed');
     const latInterleaved = await snapshot('snapshot');
     apply('instrumented');
     for (let i = 0; i < o.latencyTransfers; i++) await transfer('steady');
+    const lat = await snapshot('snapshot');
 
+    const fa = path.join(lab.dir, 'br0.pcap');
+    const fb = path.join(lab.dir, 'srv0.pcap');
+    const ca = await capture(lab, lab.iface.gwClient, fa);
+    const cb = await capture(lab, lab.iface.gwServer, fb);
+    timed = false;
+    await rounds(o.transfers, 'under tcpdump');
     await sleep(300);
     await stopProc(ca);
     await stopProc(cb);
-    const lat = await snapshot('stop');
+    await snapshot('stop');
     await stopProc(inst, 'SIGTERM');
     if (daemonUp) {
       if (daemon.exitCode !== null) notes.push(`bin/ftp6proxy exited during the run: ${daemonOut()}`);
       await stopProc(daemon, 'SIGTERM');
+    }
+    if (selUp) {
+      if (selDaemon.exitCode !== null) notes.push(`bin/ftp6proxy -s exited during the run: ${selOut()}`);
+      await stopProc(selDaemon, 'SIGTERM');
     }
     await server.stop();
     // The kernel's own count of queued packets it dropped (queue full, or the
@@ -315,6 +365,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       helper: 'ct helper "ftp" + ct state related accept',
       ftp6proxy: daemonWhat,
       'ftp6proxy-data': `${daemonWhat}, queue rules for segments with payload only (xt_u32)`,
+      'ftp6proxy-sel': `bin/ftp6proxy ${selArgv.join(' ')}, the selective ruleset (src/firewall/selective.ts)`,
       instrumented: 'bench/latency-child.js (daemon wiring, timed)',
       steady: 'bench/latency-child.js, transfers in a row without ruleset reloads',
     };
@@ -336,10 +387,15 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     const open = transfers.find((t) => t.config === 'open');
     const proxy = transfers.find((t) => t.config === 'ftp6proxy');
     const proxyData = transfers.find((t) => t.config === 'ftp6proxy-data');
+    const proxySel = transfers.find((t) => t.config === 'ftp6proxy-sel');
+    const queuedPerTransfer: Partial<Record<Config, number>> = {};
+    for (const [cfg, n] of queued) queuedPerTransfer[cfg] = round(n / o.transfers, 1);
     return {
       transfers,
       ratio: open && proxy && open.medianMs > 0 ? round(proxy.medianMs / open.medianMs) : null,
       ratioDataOnly: open && proxyData && open.medianMs > 0 ? round(proxyData.medianMs / open.medianMs) : null,
+      ratioSelective: open && proxySel && proxySel.medianMs > 0 && open.medianMs > 0 ? round(proxySel.medianMs / open.medianMs) : null,
+      queuedPerTransfer,
       latencyHoleUs: lat ? us(lat.hole.map((x) => x * 1000)) : null,
       latencyOtherUs: lat ? us(lat.noHole.map((x) => x * 1000)) : null,
       nftOpenUs: lat ? us(lat.fwOpen.map((x) => x * 1000)) : null,

@@ -128,6 +128,9 @@ function rows(r: Results): string[][] {
       verdict(lab.ratio === null ? null : lab.ratio <= TARGETS.ratio)]);
     out.push(['  the same, queue rules for data segments only (xt_u32)', lab.ratioDataOnly === null ? 'n/a' : fmt(lab.ratioDataOnly, 3), `<= ${TARGETS.ratio}`,
       verdict(lab.ratioDataOnly === null ? null : lab.ratioDataOnly <= TARGETS.ratio)]);
+    out.push(['  the same, selective ruleset and ftp6proxy -s', lab.ratioSelective === null ? 'n/a' : fmt(lab.ratioSelective, 3), `<= ${TARGETS.ratio}`,
+      verdict(lab.ratioSelective === null ? null : lab.ratioSelective <= TARGETS.ratio)]);
+    out.push(['Packets queued per transfer (kernel count)', Object.entries(lab.queuedPerTransfer).map(([k, v]) => `${k} ${v}`).join(', ') || 'n/a', '', '']);
   }
   for (const m of r.memory) {
     out.push([`Memory per 1,000 sessions (${fmt(m.sessions)} tracked): RSS / heap`, `${fmt(m.rssBytesPer1000 / 1024)} / ${fmt(m.heapBytesPer1000 / 1024)} KiB`,

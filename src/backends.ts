@@ -41,7 +41,7 @@ export function createSource(o: Options, logger: Logger, native: Native = loadNa
       // copies (group -p), as ngtee gives copies on FreeBSD.
       return o.shadow
         ? new NflogSource({ group: o.port, logger, native })
-        : new NfqueueSource({ queue: o.port, logger, native });
+        : new NfqueueSource({ queue: o.port, logger, native, seeAllMark: o.seeAllMark });
   }
 }
 

@@ -30,6 +30,12 @@ export interface EngineOptions {
   maxLine?: number;
   /** default 21 */
   controlPort?: number;
+  /**
+   * Selective queueing (-s): the kernel queues only the segments that may
+   * matter (see src/firewall/selective.ts), so gaps in a stream are unseen
+   * whole lines, and each server packet's verdict says whether to see all.
+   */
+  selective?: boolean;
 }
 
 export interface EngineStats {
@@ -53,6 +59,7 @@ export class Engine {
   private readonly maxPending: number;
   private readonly maxLine: number;
   private readonly table: SessionTable;
+  private readonly selective: boolean;
   private readonly st: EngineStats = { packets: 0, sessions: 0, lines: 0, announcements: 0, refused: 0, errors: 0 };
 
   // Per-call context for the line sink (process() is synchronous, so one is enough).
@@ -66,11 +73,12 @@ export class Engine {
     this.pendingFor = opts.pendingFor ?? (() => 0);
     this.maxPending = opts.maxPendingPerSession ?? DEFAULT_MAX_PENDING;
     this.maxLine = opts.maxLine ?? MAX_LINE;
+    this.selective = opts.selective ?? false;
     this.table = new SessionTable({
       idleTimeoutMs: opts.idleTimeoutMs,
       maxSessions: opts.maxSessions,
       controlPort: opts.controlPort,
-      reassembly: { maxLine: this.maxLine },
+      reassembly: { maxLine: this.maxLine, gapsAreLineBoundaries: this.selective },
     });
     this.sink = {
       line: (bytes) => this.onLine(bytes),
@@ -90,7 +98,7 @@ export class Engine {
         }
         return [];
       }
-      return this.segment(r.seg, pkt.time);
+      return this.segment(r.seg, pkt);
     } catch (e) {
       this.st.errors++;
       try {
@@ -113,8 +121,8 @@ export class Engine {
     return { ...this.st, sessions: this.table.size };
   }
 
-  private segment(seg: TcpSegment, now: number): Decision[] {
-    const found = this.table.lookup(seg, now, (s) => this.ended(s, 'evicted'));
+  private segment(seg: TcpSegment, pkt: Packet): Decision[] {
+    const found = this.table.lookup(seg, pkt.time, (s) => this.ended(s, 'evicted'));
     if (found === null) return [];
     const { session: s, fromClient, created } = found;
     if (created) {
@@ -140,6 +148,11 @@ export class Engine {
       stream.release();
       this.cur = null;
     }
+    // Lines inside a multi-line reply are free text: the daemon must see all
+    // of them to know where the reply ends (RFC 959 4.2).  Said for every
+    // server packet, a bare ACK too: the kernel copies a verdict without it
+    // as "clear".
+    if (this.selective && !fromClient) pkt.seeAll = s.multiline !== 0;
 
     if ((seg.flags & TCP_FIN) !== 0) {
       if (fromClient) s.clientFin = true;

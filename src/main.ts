@@ -131,7 +131,7 @@ async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): P
   const clock = new RealClock();
   await firewall.check();
   const holes = new HoleManager({ firewall, clock, logger, base: o.base, count: o.count, timeoutSec: o.timeout });
-  const engine = new Engine({ logger, pendingFor: (s) => holes.pendingFor(s) });
+  const engine = new Engine({ logger, pendingFor: (s) => holes.pendingFor(s), selective: o.seeAllMark !== 0 });
   const proxy = new ControlProxy(engine, holes);
   beforeLoop();
 
@@ -153,7 +153,8 @@ async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): P
   if (hasSiginfo()) process.on('SIGINFO' as NodeJS.Signals, onStatus);
 
   logger.log('notice', `started: module ${o.module}, ${o.module === 'nftables' ? 'queue' : o.module === 'netgraph' ? 'hook' : 'divert port'} ${o.port}, ` +
-    `rules ${o.base}..${o.base + o.count - 1}, timeout ${o.timeout}s${o.shadow ? ', shadow mode' : ''}`);
+    `rules ${o.base}..${o.base + o.count - 1}, timeout ${o.timeout}s${o.shadow ? ', shadow mode' : ''}` +
+    `${o.seeAllMark !== 0 ? `, selective queueing (ct mark 0x${o.seeAllMark.toString(16)})` : ''}`);
   let code = EXIT_OK;
   try {
     await source.run(proxy.handle);

@@ -38,12 +38,14 @@ export interface Options {
   anchor: string;
   /** -n: shadow mode, log the rule operations, touch no firewall */
   shadow: boolean;
+  /** -s: selective queueing; the conntrack mark bit that asks the kernel for every server packet (0: off) */
+  seeAllMark: number;
   /** -h */
   help: boolean;
 }
 
-/** Option letters that take a value.  The original's: b c f i j p q r t u; ours: m a. */
-const WITH_VALUE = new Set(['a', 'b', 'c', 'f', 'i', 'j', 'm', 'p', 'q', 'r', 't', 'u']);
+/** Option letters that take a value.  The original's: b c f i j p q r t u; ours: m a s. */
+const WITH_VALUE = new Set(['a', 'b', 'c', 'f', 'i', 'j', 'm', 'p', 'q', 'r', 's', 't', 'u']);
 /** Flags without a value.  The original's: d h; ours: n. */
 const FLAGS = new Set(['d', 'h', 'n']);
 
@@ -118,12 +120,14 @@ const ONLY_FOR: Record<string, readonly ModuleName[]> = {
   j: ['ipfw', 'netgraph'],
   q: ['pf'],
   a: ['pf', 'nftables'],
+  s: ['nftables'],
 };
 
 const WHY_NOT: Record<string, string> = {
   j: 'ipfw rule to call; only the ipfw and netgraph modules have ipfw rules',
   q: 'pf QoS class; only the pf module can place data connections into a queue',
   a: 'anchor (pf) or family/table (nftables); the ipfw and netgraph modules use rule numbers (-b, -c)',
+  s: 'selective queueing with a conntrack mark; only the nftables module (NFQUEUE) has one',
 };
 
 export function defaultsFor(module: ModuleName): Options {
@@ -140,6 +144,7 @@ export function defaultsFor(module: ModuleName): Options {
     user: 'proxy',
     anchor: module === 'nftables' ? 'inet/filter' : 'ftp6proxy',
     shadow: false,
+    seeAllMark: 0,
     help: false,
   };
 }
@@ -201,15 +206,26 @@ export function parseCommandLine(argv: readonly string[], defaultModule: ModuleN
       case 'a': o.anchor = validAnchor(module, s); break;
       case 'm': break;
       case 'n': o.shadow = true; break;
+      case 's': o.seeAllMark = markBit(s); break;
       default: throw new UsageError(`illegal option -- ${c}`, true);
     }
   }
   if (o.debug > 2) throw new UsageError('-d may be given at most twice');
+  if (o.shadow && o.seeAllMark !== 0)
+    throw new UsageError('-s and -n do not go together: shadow mode (NFLOG) holds no packet and sets no mark');
   if (o.base + o.count > 65535)
     throw new UsageError(`-b ${o.base} -c ${o.count}: the pool would end at ${o.base + o.count - 1}, beyond rule 65534 (65535 is the default rule)`);
   if (o.target !== undefined && o.target >= o.base && o.target < o.base + o.count)
     throw new UsageError(`-j ${o.target} lies inside the hole pool ${o.base}..${o.base + o.count - 1}`);
   return { options: o, operands };
+}
+
+/** -s: one conntrack mark bit, in hex (0x...) or decimal. */
+function markBit(v: string): number {
+  const n = /^0[xX][0-9a-fA-F]{1,8}$/.test(v) ? parseInt(v.slice(2), 16) : /^[0-9]{1,10}$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n <= 0 || n > 0x80000000 || (n & (n - 1)) !== 0)
+    throw new UsageError(`-s: "${v}" is not a single conntrack mark bit (a power of two such as 0x100000)`);
+  return n;
 }
 
 function validAnchor(module: ModuleName, s: string): string {

@@ -34,6 +34,13 @@ export interface ReassemblyLimits {
   maxHeldSegments?: number;
   /** out-of-order bytes held (default 8192) */
   maxHeldBytes?: number;
+  /**
+   * Selective queueing (-s): the kernel sends us only some segments, and
+   * each one it leaves out ends at a line boundary (the ruleset queues the
+   * rest of a split line).  A gap is then not a loss to wait for but lines
+   * we were not shown: resume at the new segment at once.
+   */
+  gapsAreLineBoundaries?: boolean;
 }
 
 interface Held {
@@ -65,11 +72,13 @@ export class StreamReassembler {
   private readonly maxLine: number;
   private readonly maxHeldSegments: number;
   private readonly maxHeldBytes: number;
+  private readonly gapsAreLineBoundaries: boolean;
 
   constructor(limits: ReassemblyLimits = {}) {
     this.maxLine = limits.maxLine ?? 512;
     this.maxHeldSegments = limits.maxHeldSegments ?? 8;
     this.maxHeldBytes = limits.maxHeldBytes ?? 8192;
+    this.gapsAreLineBoundaries = limits.gapsAreLineBoundaries ?? false;
   }
 
   /** Next expected sequence number, or undefined before the first segment. */
@@ -99,6 +108,13 @@ export class StreamReassembler {
 
     const d = seqDiff(s, this.next);
     if (d > 0) {
+      if (this.gapsAreLineBoundaries) {
+        // Unseen lines: a partial line before them cannot continue here.
+        this.skipped += d;
+        this.resync(s);
+        this.accept(payload, sink);
+        return;
+      }
       this.hold(s, payload, sink);
       return;
     }

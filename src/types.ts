@@ -58,6 +58,13 @@ export interface Packet {
   data: Uint8Array;
   /** capture time in ms, on the clock the engine runs on */
   time: number;
+  /**
+   * Set by the engine in selective mode (-s) on a server's packet: whether
+   * the kernel must queue every packet the server sends on this connection
+   * from now on (inside a multi-line reply).  NFQUEUE puts it in the
+   * connection's mark with the verdict.
+   */
+  seeAll?: boolean;
 }
 
 /**

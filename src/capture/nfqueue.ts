@@ -25,7 +25,7 @@ import {
   defaultClock,
   nfnlType,
 } from '../netlink';
-import { Clock, FtpProxyError, Logger, PacketHandler, PacketSource } from '../types';
+import { Clock, FtpProxyError, Logger, Packet, PacketHandler, PacketSource } from '../types';
 
 // ---- include/uapi/linux/netfilter/nfnetlink_queue.h ---------------------------
 /* enum nfqnl_msg_types */
@@ -35,6 +35,7 @@ export const NFQNL_MSG_CONFIG = 2;
 /* enum nfqnl_attr_type */
 export const NFQA_PACKET_HDR = 1; // struct nfqnl_msg_packet_hdr (7 bytes, packed)
 export const NFQA_VERDICT_HDR = 2; // struct nfqnl_msg_verdict_hdr (8 bytes)
+export const NFQA_MARK = 3; // __be32: the packet's mark (skb->mark); in a verdict, its new mark
 export const NFQA_PAYLOAD = 10;
 /* enum nfqnl_attr_config */
 export const NFQA_CFG_CMD = 1; // struct nfqnl_msg_config_cmd { u8 command; u8 pad; __be16 pf; }
@@ -85,12 +86,21 @@ export function encodeNfqParams(b: NlBuilder, seq: number, queue: number, range:
     .endMsg();
 }
 
-/** NFQNL_MSG_VERDICT: NFQA_VERDICT_HDR { __be32 verdict; __be32 id; }, no ACK. */
-export function encodeNfqVerdict(b: NlBuilder, seq: number, queue: number, id: number, verdict: number): NlBuilder {
+/**
+ * NFQNL_MSG_VERDICT: NFQA_VERDICT_HDR { __be32 verdict; __be32 id; }, no ACK.
+ * With `mark`, also NFQA_MARK: the packet goes on with that mark (the whole
+ * 32 bits: nfqnl_recv_verdict assigns skb->mark).  Selective queueing uses
+ * it to tell a later rule what to copy into the connection's mark; NFQA_CT
+ * would do it directly but needs CONFIG_NETFILTER_NETLINK_GLUE_CT, which
+ * kernels (ours among them) may lack.
+ */
+export function encodeNfqVerdict(b: NlBuilder, seq: number, queue: number, id: number, verdict: number, mark?: number): NlBuilder {
   const hdr = Buffer.alloc(8);
   hdr.writeUInt32BE(verdict >>> 0, 0);
   hdr.writeUInt32BE(id >>> 0, 4);
-  return b.beginMsg(MSG_VERDICT, NLM_F_REQUEST, seq).nfgen(NFPROTO_UNSPEC, queue).attr(NFQA_VERDICT_HDR, hdr).endMsg();
+  b.beginMsg(MSG_VERDICT, NLM_F_REQUEST, seq).nfgen(NFPROTO_UNSPEC, queue).attr(NFQA_VERDICT_HDR, hdr);
+  if (mark !== undefined) b.u32be(NFQA_MARK, mark >>> 0);
+  return b.endMsg();
 }
 
 export interface NfqPacket {
@@ -98,6 +108,8 @@ export interface NfqPacket {
   id: number;
   hwProtocol: number;
   hook: number;
+  /** the packet's mark (0 when the kernel sent no NFQA_MARK, i.e. the mark is 0) */
+  mark: number;
   /** the packet from its IP header on (a view into the receive buffer) */
   payload: Buffer;
 }
@@ -119,6 +131,7 @@ export function decodeNfqPacket(msg: NlMessage): NfqPacket | null {
     id: hdr.readUInt32BE(0),
     hwProtocol: hdr.readUInt16BE(4),
     hook: hdr[6],
+    mark: (attrs.get(NFQA_MARK)?.length ?? 0) >= 4 ? attrs.get(NFQA_MARK)!.readUInt32BE(0) : 0,
     payload: attrs.get(NFQA_PAYLOAD) ?? Buffer.alloc(0),
   };
 }
@@ -147,6 +160,14 @@ export interface NfqueueOptions {
   rcvbuf?: number;
   /** longest hold of a packet whose handler has not settled (default 5000 ms) */
   holdLimitMs?: number;
+  /**
+   * Selective queueing (-s): the mark bit that makes the kernel queue every
+   * packet of the server.  A packet's verdict sets or clears it in the
+   * packet's mark as the engine's `seeAll` says (the other bits are kept);
+   * the ruleset copies it into the connection's mark.  Unset: verdicts
+   * leave the mark alone.
+   */
+  seeAllMark?: number;
 }
 
 export class NfqueueSource implements PacketSource {
@@ -157,6 +178,7 @@ export class NfqueueSource implements PacketSource {
   private readonly clock: Clock;
   private readonly ackTimeoutMs: number;
   private readonly rcvbuf: number;
+  private readonly seeAllMark: number;
   private readonly sock: NetlinkSocket;
   /** reused for every verdict: sendto copies it synchronously */
   private readonly vb = new NlBuilder(64);
@@ -164,7 +186,7 @@ export class NfqueueSource implements PacketSource {
   private readonly inFlight = new Set<number>();
   private handler: PacketHandler | null = null;
   /** packets that arrived between open() and run(), held for the handler */
-  private early: { id: number; data: Uint8Array; time: number }[] = [];
+  private early: { id: number; mark: number; data: Uint8Array; time: number }[] = [];
   private finish: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private closed = false;
 
@@ -178,6 +200,7 @@ export class NfqueueSource implements PacketSource {
     this.clock = opts.clock ?? defaultClock();
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
     this.rcvbuf = opts.rcvbuf ?? 8 * 1024 * 1024;
+    this.seeAllMark = (opts.seeAllMark ?? 0) >>> 0;
     this.sock = new NetlinkSocket({ native: opts.native, clock: this.clock, logger: opts.logger });
   }
 
@@ -243,7 +266,7 @@ export class NfqueueSource implements PacketSource {
       };
       const early = this.early;
       this.early = [];
-      for (const e of early) this.deliver(e.id, { data: e.data, time: e.time });
+      for (const e of early) this.deliver(e.id, { data: e.data, time: e.time }, e.mark);
       this.sock.drain();
     });
   }
@@ -265,13 +288,13 @@ export class NfqueueSource implements PacketSource {
       return;
     }
     // Copy out of the shared receive buffer: the handler may keep it.
-    const pkt = { data: new Uint8Array(p.payload), time: this.clock.now() };
+    const pkt: Packet = { data: new Uint8Array(p.payload), time: this.clock.now() };
     if (this.closed) this.verdict(p.id);
-    else if (this.handler === null) this.early.push({ id: p.id, ...pkt });
-    else this.deliver(p.id, pkt);
+    else if (this.handler === null) this.early.push({ id: p.id, mark: p.mark, ...pkt });
+    else this.deliver(p.id, pkt, p.mark);
   }
 
-  private deliver(id: number, pkt: { data: Uint8Array; time: number }): void {
+  private deliver(id: number, pkt: Packet, mark: number): void {
     const handler = this.handler;
     if (handler === null) return;
     this.inFlight.add(id);
@@ -280,11 +303,11 @@ export class NfqueueSource implements PacketSource {
       result = handler(pkt);
     } catch (e) {
       this.logger.log('err', `NFQUEUE ${this.queue}: packet handler threw: ${e instanceof Error ? e.message : String(e)}`);
-      this.release(id);
+      this.release(id, pkt, mark);
       return;
     }
     if (result === undefined || typeof (result as Promise<void>).then !== 'function') {
-      this.release(id);
+      this.release(id, pkt, mark);
       return;
     }
     // A backstop: whatever the handler waits for, the control packet goes on
@@ -293,31 +316,32 @@ export class NfqueueSource implements PacketSource {
     const limit = this.clock.setTimer(this.holdLimitMs, () => {
       if (!this.inFlight.has(id)) return;
       this.logger.log('warning', `NFQUEUE ${this.queue}: packet ${id} released after ${this.holdLimitMs} ms without its holes`);
-      this.release(id);
+      this.release(id, pkt, mark);
     });
     (result as Promise<void>).then(
       () => {
         limit.cancel();
-        this.release(id);
+        this.release(id, pkt, mark);
       },
       (e: unknown) => {
         limit.cancel();
         this.logger.log('err', `NFQUEUE ${this.queue}: packet handler failed: ${e instanceof Error ? e.message : String(e)}`);
-        this.release(id);
+        this.release(id, pkt, mark);
       },
     );
   }
 
   /** the verdict for a packet the handler had, unless close() already gave it */
-  private release(id: number): void {
+  private release(id: number, pkt: Packet, mark: number): void {
     if (!this.inFlight.delete(id)) return;
-    this.verdict(id);
+    const m = this.seeAllMark;
+    this.verdict(id, m !== 0 && pkt.seeAll !== undefined ? ((mark & ~m) | (pkt.seeAll ? m : 0)) >>> 0 : undefined);
   }
 
-  private verdict(id: number): void {
+  private verdict(id: number, mark?: number): void {
     if (!this.sock.isOpen) return;
     try {
-      this.sock.send(encodeNfqVerdict(this.vb.reset(), this.sock.nextSeq(), this.queue, id, NF_ACCEPT).bytes());
+      this.sock.send(encodeNfqVerdict(this.vb.reset(), this.sock.nextSeq(), this.queue, id, NF_ACCEPT, mark).bytes());
     } catch (e) {
       // The packet stays queued until the socket closes; then the kernel
       // drops it.  Nothing better to do than say so.

@@ -10,7 +10,7 @@
  */
 import { encodeDivertAddr } from '../../src/bsd/sockaddr';
 import type { DivertDatagram, DivertIo, Watch } from '../../src/capture/divert';
-import { NFQA_PACKET_HDR, NFQA_PAYLOAD, NFQA_VERDICT_HDR, NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT } from '../../src/capture/nfqueue';
+import { NFQA_MARK, NFQA_PACKET_HDR, NFQA_PAYLOAD, NFQA_VERDICT_HDR, NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT } from '../../src/capture/nfqueue';
 import type { Native, PollerHandle, RecvResult } from '../../src/native';
 import {
   NFNL_SUBSYS_QUEUE,
@@ -30,12 +30,13 @@ function unsupported(name: string): never {
 }
 
 /** An NFQNL_MSG_PACKET datagram for queue `queue`, packet id `id`. */
-export function nfqPacketMessage(queue: number, id: number, payload: Uint8Array, withPayload = true): Buffer {
+export function nfqPacketMessage(queue: number, id: number, payload: Uint8Array, withPayload = true, mark = 0): Buffer {
   const hdr = Buffer.alloc(7); // struct nfqnl_msg_packet_hdr { __be32 packet_id; __be16 hw_protocol; __u8 hook; } packed
   hdr.writeUInt32BE(id >>> 0, 0);
   hdr.writeUInt16BE(0x86dd, 4);
   hdr[6] = 2; // NF_INET_FORWARD
   const b = new NlBuilder(128).beginMsg(MSG_PACKET, 0, 0).nfgen(10, queue).attr(NFQA_PACKET_HDR, hdr);
+  if (mark !== 0) b.u32be(NFQA_MARK, mark); // the kernel sends NFQA_MARK only for a non-zero mark
   if (withPayload) b.attr(NFQA_PAYLOAD, payload);
   return Buffer.from(b.endMsg().bytes());
 }
@@ -43,6 +44,8 @@ export function nfqPacketMessage(queue: number, id: number, payload: Uint8Array,
 export class FakeNetlinkNative {
   /** packet id -> number of ACCEPT verdicts, in order of arrival */
   readonly verdicts: number[] = [];
+  /** the NFQA_MARK of each verdict (undefined: none), in the same order */
+  readonly verdictMarks: Array<number | undefined> = [];
   private readonly rx: Buffer[] = [];
   private poller: { cb: (status: number, events: number) => void; on: boolean } | null = null;
   private fdOpen = false;
@@ -126,7 +129,11 @@ export class FakeNetlinkNative {
       if (m.type === MSG_VERDICT) {
         const a = attrMap(m.payload, 4);
         const v = a?.get(NFQA_VERDICT_HDR);
-        if (v !== undefined && v.length >= 8) this.verdicts.push(v.readUInt32BE(4));
+        if (v !== undefined && v.length >= 8) {
+          this.verdicts.push(v.readUInt32BE(4));
+          const mk = a?.get(NFQA_MARK);
+          this.verdictMarks.push(mk !== undefined && mk.length >= 4 ? mk.readUInt32BE(0) : undefined);
+        }
       }
       if ((m.flags & NLM_F_ACK) !== 0) {
         // struct nlmsgerr { int error = 0; struct nlmsghdr msg; } (include/uapi/linux/netlink.h)

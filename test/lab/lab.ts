@@ -32,9 +32,11 @@
  *     .run(ns, argv, {timeoutMs?, input?}) -> RunResult    (spawnSync, never throws)
  *     .spawnIn(ns, argv, SpawnOptions?) -> ChildProcess   (async; killed on destroy)
  *     .runAsync(ns, argv, {timeoutMs?, input?}) -> Promise<RunResult>  (SIGKILL on timeout)
- *     .setPolicy('open' | 'deny' | 'helper', queueNum?, { dataOnly? })
+ *     .setPolicy('open' | 'deny' | 'helper', queueNum?, { dataOnly?, selective? })
  *         dataOnly: queue only segments that carry at least 4 bytes of
  *         payload (xt_u32), the optional lighter queue rules of the README.
+ *         selective: instead of the two queue rules, the selective ruleset
+ *         of src/firewall/selective.ts (for ftp6proxy -s SELECTIVE_BITS.seeAll).
  *         open:   inet filter with the two sets, forward policy accept;
  *         deny:   the exact DESIGN.md ruleset (inet filter, sets ftp6proxy4/6,
  *                 policy drop) plus iptables/ip6tables FORWARD NFQUEUE rules
@@ -63,6 +65,7 @@
  * with lab.spawnIn(lab.ns.gateway, ['node', 'bin/ftp6proxy', '-m', 'nftables',
  * '-d', '-d', '-p', String(q), '-a', 'inet/filter']).
  */
+import { selectiveRules } from '../../src/firewall/selective';
 import { ChildProcess, SpawnOptions, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -84,6 +87,14 @@ export const DEFAULT_QUEUE = 10004;
  * then the TCP data offset, then the payload; IPv6: the TCP header right after
  * the fixed 40-byte header.
  */
+/** The conntrack mark bits of the selective ruleset in the lab (ftp6proxy -s takes seeAll). */
+export const SELECTIVE_BITS = { seeAll: 0x100000, partialClient: 0x200000, partialServer: 0x400000 } as const;
+
+export interface PolicyOptions {
+  dataOnly?: boolean;
+  selective?: boolean;
+}
+
 export const U32_PAYLOAD = { 4: '0>>22&0x3C@12>>26&0x3C@0=0:0xFFFFFFFF', 6: '52>>26&0x3C@40=0:0xFFFFFFFF' } as const;
 /** Where scripts/lab-deps.sh unpacks pure-ftpd (it conflicts with vsftpd as a package). */
 export const LAB_CACHE = process.env.LAB_CACHE ?? '/var/cache/ftp6proxy-lab';
@@ -183,7 +194,7 @@ export interface Lab {
   run(ns: string, argv: string[], opts?: { timeoutMs?: number; input?: string }): RunResult;
   runAsync(ns: string, argv: string[], opts?: { timeoutMs?: number; input?: string }): Promise<RunResult>;
   spawnIn(ns: string, argv: string[], opts?: SpawnOptions): ChildProcess;
-  setPolicy(policy: Policy, queueNum?: number, opts?: { dataOnly?: boolean }): void;
+  setPolicy(policy: Policy, queueNum?: number, opts?: PolicyOptions): void;
   nftList(): string;
   startServer(kind: ServerKind): Promise<FtpServer>;
   runClient(req: ClientRequest): Promise<ClientResult>;
@@ -525,13 +536,17 @@ export function createLab(opts: LabOptions = {}): Lab {
     throw e;
   }
 
-  const setPolicy = (policy: Policy, queueNum = opts.queueNum ?? DEFAULT_QUEUE, popts: { dataOnly?: boolean } = {}): void => {
+  const setPolicy = (policy: Policy, queueNum = opts.queueNum ?? DEFAULT_QUEUE, popts: PolicyOptions = {}): void => {
     const gw = ns.gateway;
     run(gw, ['nft', 'flush', 'ruleset']);
     // iptables-nft keeps its own tables (ip filter / ip6 filter) beside ours;
     // flush ruleset above removed them, and they are re-created below for 'deny'.
     must(['ip', 'netns', 'exec', gw, 'nft', '-f', '-'], { input: nftRuleset(policy) });
-    if (policy === 'deny') {
+    if (policy === 'deny' && popts.selective === true) {
+      for (const family of [4, 6] as const) {
+        for (const argv of selectiveRules({ family, queue: queueNum, ...SELECTIVE_BITS })) runMust(gw, argv);
+      }
+    } else if (policy === 'deny') {
       for (const tool of ['iptables', 'ip6tables']) {
         for (const dir of ['--dport', '--sport']) {
           // --queue-bypass: with no program bound to the queue the packet
@@ -543,7 +558,7 @@ export function createLab(opts: LabOptions = {}): Lab {
         }
       }
     }
-    log(`lab ${prefix}: gateway policy ${policy}${policy === 'deny' ? ` (NFQUEUE ${queueNum})` : ''}`);
+    log(`lab ${prefix}: gateway policy ${policy}${policy === 'deny' ? ` (NFQUEUE ${queueNum}${popts.selective === true ? ', selective' : ''})` : ''}`);
   };
 
   const nftList = (): string => run(ns.gateway, ['nft', 'list', 'ruleset']).stdout;

@@ -275,4 +275,50 @@ test('throughput sanity (printed, not asserted)', () => {
   console.log(`\n  engine: ${n} control packets (${holes} holes) in ${ms.toFixed(0)} ms = ${Math.round((n / ms) * 1000)} packets/s`);
 });
 
+
+test('selective: lines the kernel did not queue are skipped, announcements after them still open', () => {
+  for (const selective of [true, false]) {
+    const { feed } = setup({ selective });
+    const f = new TcpFlow(v6);
+    f.open(); // the handshake is not queued either
+    f.server('220 hi\r\n');
+    feed(f.client('USER a\r\n')); // this one was queued (a partial line, say)
+    f.client('EPSV\r\n');
+    const got = feed(f.server('229 Entering Extended Passive Mode (|||50000|)\r\n'));
+    assert.equal(got, ['#1 229 hole fd00:1::2 -> fd00:2::2.50000'], `selective ${selective}`);
+    f.server('150 ok\r\n');
+    f.server('226 done\r\n');
+    f.client('EPRT |2|fd00:1::');
+    // the next segment after a gap: without -s it waits for the gap forever
+    assert.equal(feed(f.client('EPRT |2|fd00:1::2|50001|\r\n')), selective ? ['#1 EPRT hole fd00:2::2 -> fd00:1::2.50001'] : [], `selective ${selective}`);
+  }
+});
+
+test('selective: seeAll follows multi-line replies, and a fake 229 inside one opens nothing', () => {
+  const { feed } = setup({ selective: true });
+  const f = new TcpFlow(v4);
+  const p1 = f.server('211-Status of the server\r\n');
+  feed(p1);
+  assert.is(p1.seeAll, true);
+  f.server(' a file listing, not queued\r\n');
+  const fake = f.server(' 229 Entering Extended Passive Mode (|||50000|)\r\n229 Entering Extended Passive Mode (|||50001|)\r\n');
+  assert.equal(feed(fake), []);
+  assert.is(fake.seeAll, true);
+  const end = f.server('211 End of status\r\n');
+  assert.equal(feed(end), []);
+  assert.is(end.seeAll, false);
+  const real = f.server('227 Entering Passive Mode (198,18,2,2,195,82)\r\n');
+  assert.equal(feed(real), ['#1 227 hole 198.18.1.2 -> 198.18.2.2.50002']);
+  assert.is(real.seeAll, false);
+  const fromClient = f.client('PORT 198,18,1,2,195,83\r\n');
+  feed(fromClient);
+  assert.is(fromClient.seeAll, undefined, 'client packets leave the mark alone');
+  // without -s the engine never asks
+  const plain = setup();
+  const g = new TcpFlow(v4);
+  const q = g.server('211-Status\r\n');
+  plain.feed(q);
+  assert.is(q.seeAll, undefined);
+});
+
 test.run();

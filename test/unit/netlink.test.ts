@@ -169,6 +169,19 @@ test('NFQNL_MSG_VERDICT: type (3<<8)|1, NFQA_VERDICT_HDR {verdict BE32 NF_ACCEPT
   );
 });
 
+test('NFQNL_MSG_VERDICT with NFQA_MARK (selective queueing)', () => {
+  const b = encodeNfqVerdict(new NlBuilder(), 12, 10004, 7, NF_ACCEPT, 0x80100001);
+  eqBytes(
+    b.bytes(),
+    hex(`
+      28 00 00 00  01 03  01 00  0c 00 00 00  00 00 00 00   # len 40
+      00 00  27 14
+      0c 00 02 00  00 00 00 01  00 00 00 07                 # verdict 1, packet 7
+      08 00 03 00  80 10 00 01                              # NFQA_MARK 0x80100001
+    `),
+  );
+});
+
 // ---- decoders -----------------------------------------------------------------
 
 /** an NFQNL_MSG_PACKET as the kernel sends it, built by hand */

@@ -108,4 +108,17 @@ test('-h wins over other values and picks the module', () => {
   assert.is(o.module, 'netgraph');
 });
 
+
+test('-s: one conntrack mark bit, nftables only, not with -n', () => {
+  assert.is(parseOptions(['-m', 'nftables', '-s', '0x100000'], 'nftables').seeAllMark, 0x100000);
+  assert.is(parseOptions(['-m', 'nftables', '-s', '1048576'], 'nftables').seeAllMark, 0x100000);
+  assert.is(parseOptions(['-m', 'nftables', '-s0x80000000'], 'nftables').seeAllMark, 0x80000000);
+  assert.is(parseOptions(['-m', 'nftables'], 'nftables').seeAllMark, 0);
+  for (const bad of ['0', '0x3', '6', 'x', '0x100000000', '-1', '0x']) {
+    assert.throws(() => parseOptions(['-m', 'nftables', '-s', bad], 'nftables'), /-s: .* is not a single conntrack mark bit/, bad);
+  }
+  assert.throws(() => parseOptions(['-m', 'ipfw', '-s', '0x10'], 'ipfw'), /-s \(selective queueing.*\) does not apply to module ipfw/);
+  assert.throws(() => parseOptions(['-m', 'nftables', '-n', '-s', '0x10'], 'nftables'), /-s and -n do not go together/);
+});
+
 test.run();

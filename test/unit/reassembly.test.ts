@@ -92,4 +92,23 @@ test('random segment order always yields the same lines once all arrived', () =>
   }
 });
 
+
+test('selective queueing: a gap is unseen whole lines, resume at once', () => {
+  const segs: [number, string][] = [[100, 'USER a\r\n'], [120, 'PORT 1,2,3,4,5,6\r\n'], [200, 'EPRT |1|'], [208, '198.18.1.2|50000|\r\n']];
+  assert.equal(run(segs, { gapsAreLineBoundaries: true }), ['USER a', 'PORT 1,2,3,4,5,6', 'EPRT |1|198.18.1.2|50000|']);
+  // without it the segment after the gap waits for the bytes in between
+  assert.equal(run(segs), ['USER a']);
+  // a partial line before a gap cannot continue after it: dropped, counted
+  const r = new StreamReassembler({ gapsAreLineBoundaries: true });
+  const out: string[] = [];
+  const sink = { line: (l: Uint8Array) => out.push(Buffer.from(l).toString('latin1')), overlong: () => undefined };
+  r.push(1000, b('229 Ent'), false, sink);
+  r.push(1050, b('200 OK\r\n'), false, sink);
+  assert.equal(out, ['200 OK']);
+  assert.is(r.skipped, 43);
+  // old data (a retransmit) is still trimmed, not taken for a gap
+  r.push(1050, b('200 OK\r\n'), false, sink);
+  assert.equal(out, ['200 OK']);
+});
+
 test.run();
