@@ -6,7 +6,7 @@
  */
 import type { ChildProcess } from 'child_process';
 import * as path from 'path';
-import type { Lab, RunResult } from '../lab/lab';
+import type { ClientKind, Lab, Mode, RunResult } from '../lab/lab';
 
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const DAEMON = path.join(ROOT, 'bin', 'ftp6proxy');
@@ -51,6 +51,18 @@ export async function startDaemon(lab: Lab, queue: number, extra: string[] = [],
   }
   return d;
 }
+
+/** SIGTERM, then wait for the exit (at most 10 s). */
+export async function stopDaemon(d: Daemon): Promise<void> {
+  d.proc.kill('SIGTERM');
+  await d.waitExit(10000);
+}
+
+/** The client programs and modes the transfer tests run against each server (test/lab/linux, selective). */
+export const TRANSFER_MATRIX: ReadonlyArray<[ClientKind, Mode]> = [
+  ['curl', 'epsv'], ['curl', 'pasv'], ['curl', 'eprt'], ['curl', 'port'],
+  ['lftp', 'epsv'], ['lftp', 'port'], ['tnftp', 'pasv'], ['tnftp', 'eprt'], ['wget', 'pasv'],
+];
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));

@@ -8,22 +8,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as path from 'path';
-import { clientSupports, preflight, serverAvailable, withLab, ClientKind, Mode, ServerKind } from './lab';
-import { startDaemon, Daemon } from '../fuzz/labkit';
+import { clientSupports, preflight, serverAvailable, withLab, ServerKind } from './lab';
+import { startDaemon, stopDaemon, TRANSFER_MATRIX } from '../fuzz/labkit';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const Q = 10034;
 const why = preflight();
 
-async function stop(d: Daemon): Promise<void> {
-  d.proc.kill('SIGTERM');
-  await d.waitExit(10000);
-}
 
-const MATRIX: Array<[ClientKind, Mode]> = [
-  ['curl', 'epsv'], ['curl', 'pasv'], ['curl', 'eprt'], ['curl', 'port'],
-  ['lftp', 'epsv'], ['lftp', 'port'], ['tnftp', 'pasv'], ['tnftp', 'eprt'], ['wget', 'pasv'],
-];
 
 if (why !== null) {
   if (process.env.CI === 'true') test('Linux lab must run in CI', () => assert.unreachable(why));
@@ -39,7 +31,7 @@ if (why !== null) {
         const srv = await lab.startServer(kind);
         try {
           for (const family of [6, 4] as const) {
-            for (const [client, mode] of MATRIX) {
+            for (const [client, mode] of TRANSFER_MATRIX) {
               if (!clientSupports(client, mode, family)) continue;
               const r = await lab.runClient({ client, mode, family });
               assert.ok(r.ok, `${client} ${mode} IPv${family} against ${kind}: ${r.reason}\n${d.log().slice(-2000)}`);
@@ -54,7 +46,7 @@ if (why !== null) {
       assert.ok(passed.length >= 30);
       assert.match(d.log(), /hole \d+ open for 229/);
       assert.match(d.log(), /hole \d+ open for PORT/);
-      await stop(d);
+      await stopDaemon(d);
 
       // The same transfers without ftp6proxy: the data connection is dropped.
       const srv = await lab.startServer(servers[0]);
@@ -92,7 +84,7 @@ if (why !== null) {
         await new Promise((r) => setTimeout(r, 300));
         assert.match(d.log(), /hole \d+ closed/);
       } finally {
-        await stop(d);
+        await stopDaemon(d);
         await srv.stop();
       }
     });

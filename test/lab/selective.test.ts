@@ -16,8 +16,8 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { clientSupports, preflight, serverAvailable, withLab, ClientKind, Lab, Mode, SELECTIVE_BITS, ServerKind } from './lab';
-import { probe, sleep, startDaemon, Daemon } from '../fuzz/labkit';
+import { clientSupports, preflight, serverAvailable, withLab, Lab, SELECTIVE_BITS, ServerKind } from './lab';
+import { probe, sleep, startDaemon, stopDaemon, TRANSFER_MATRIX } from '../fuzz/labkit';
 
 const Q = 10044;
 const why = preflight();
@@ -32,10 +32,6 @@ function queuedSoFar(lab: Lab): number {
   return 0;
 }
 
-async function stop(d: Daemon): Promise<void> {
-  d.proc.kill('SIGTERM');
-  await d.waitExit(10000);
-}
 
 /**
  * A fake FTP server: greets, and answers a command line found in `script`
@@ -87,10 +83,6 @@ async function runScripted(lab: Lab, server: Record<string, string[]>, family: 4
 
 const passed = (r: string): boolean => r === 'OPEN' || r === 'REFUSED';
 
-const MATRIX: Array<[ClientKind, Mode]> = [
-  ['curl', 'epsv'], ['curl', 'pasv'], ['curl', 'eprt'], ['curl', 'port'],
-  ['lftp', 'epsv'], ['lftp', 'port'], ['tnftp', 'pasv'], ['tnftp', 'eprt'], ['wget', 'pasv'],
-];
 
 if (why !== null) {
   if (process.env.CI === 'true') test('selective lab must run in CI', () => assert.unreachable(why));
@@ -108,7 +100,7 @@ if (why !== null) {
           const srv = await lab.startServer(kind);
           try {
             for (const family of [6, 4] as const) {
-              for (const [client, mode] of MATRIX) {
+              for (const [client, mode] of TRANSFER_MATRIX) {
                 if (!clientSupports(client, mode, family)) continue;
                 const r = await lab.runClient({ client, mode, family });
                 assert.ok(r.ok, `${client} ${mode} IPv${family} against ${kind}, selective: ${r.reason}\n${d.log().slice(-2000)}`);
@@ -142,7 +134,7 @@ if (why !== null) {
         assert.ok(n >= 30);
         assert.match(d.log(), /selective queueing \(ct mark 0x100000\)/);
       } finally {
-        await stop(d);
+        await stopDaemon(d);
       }
     });
   });
@@ -187,7 +179,7 @@ if (why !== null) {
         });
         assert.not.match(d.log(), /50103/, 'the 229 inside the multi-line reply was never taken for one');
       } finally {
-        await stop(d);
+        await stopDaemon(d);
       }
     });
   });
