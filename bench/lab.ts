@@ -34,7 +34,7 @@ import * as path from 'path';
 import * as readline from 'readline';
 import { parsePcap } from '../src/pcap';
 import { decodePacket } from '../src/packet';
-import { Lab, preflight, SELECTIVE_BITS, withLab } from '../test/lab/lab';
+import { Lab, nfqueueStats, preflight, SELECTIVE_BITS, withLab } from '../test/lab/lab';
 import type { LatencySamples } from './latency-child';
 import { median, percentile, round, summarize, Summary } from './stats';
 
@@ -166,10 +166,9 @@ async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
 
-/** Is NFQUEUE `q` bound in the gateway (/proc/net/netfilter/nfnetlink_queue is per namespace)? */
+/** Is NFQUEUE `q` bound in the gateway? */
 function queueBound(lab: Lab, q: number): boolean {
-  const r = lab.run(lab.ns.gateway, ['cat', '/proc/net/netfilter/nfnetlink_queue']);
-  return r.stdout.split('\n').some((l) => l.trim().split(/\s+/)[0] === String(q));
+  return nfqueueStats(lab).has(q);
 }
 
 async function capture(lab: Lab, iface: string, file: string): Promise<ChildProcess> {
@@ -223,7 +222,8 @@ function tail(p: ChildProcess): () => string {
 
 export async function runLab(o: LabOptions): Promise<LabResult> {
   const notes: string[] = [];
-  const daemonArgv = ['-m', 'nftables', '-d', '-d', '-p', String(QUEUE), '-a', 'inet/filter'];
+  const daemonArgvOn = (queue: number): string[] => ['-m', 'nftables', '-d', '-d', '-p', String(queue), '-a', 'inet/filter'];
+  const daemonArgv = daemonArgvOn(QUEUE);
   let daemonWhat = `bin/ftp6proxy ${daemonArgv.join(' ')}`;
   return withLab({ prefix: PREFIX, queueNum: QUEUE }, async (lab) => {
     const server = await lab.startServer('vsftpd');
@@ -235,23 +235,27 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     // whole section; the gateway's policy picks which one (if any) sees the
     // control packets of the next transfer.  Both keep the sets of the
     // current table: every policy defines them.
-    const daemon = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'bin', 'ftp6proxy'), ...daemonArgv]);
-    const daemonOut = tail(daemon);
-    for (let i = 0; i < 100 && !queueBound(lab, QUEUE) && daemon.exitCode === null; i++) await sleep(50);
-    const daemonUp = queueBound(lab, QUEUE);
+    /** bin/ftp6proxy in the gateway; `up` once it has bound `queue` (within 5 s), else it is killed */
+    const startOn = async (argv: string[], queue: number): Promise<{ proc: ChildProcess; out: () => string; up: boolean }> => {
+      const proc = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'bin', 'ftp6proxy'), ...argv]);
+      const out = tail(proc);
+      for (let i = 0; i < 100 && !queueBound(lab, queue) && proc.exitCode === null; i++) await sleep(50);
+      const up = queueBound(lab, queue);
+      if (!up) await stopProc(proc, 'SIGKILL');
+      return { proc, out, up };
+    };
+    const daemon = await startOn(daemonArgv, QUEUE);
+    const daemonUp = daemon.up;
     if (!daemonUp) {
-      await stopProc(daemon, 'SIGKILL');
-      notes.push(`bin/ftp6proxy did not bind NFQUEUE ${QUEUE} (${daemonOut() || 'no output'}): ` +
+      notes.push(`bin/ftp6proxy did not bind NFQUEUE ${QUEUE} (${daemon.out() || 'no output'}): ` +
         'the ftp6proxy row uses bench/latency-child.js (the same wiring) instead');
       daemonWhat = 'bench/latency-child.js (bin/ftp6proxy did not start)';
     }
     // The same daemon with -s on QUEUE+2, for the selective ruleset.
-    const selArgv = ['-m', 'nftables', '-d', '-d', '-p', String(QUEUE + 2), '-a', 'inet/filter', '-s', `0x${SELECTIVE_BITS.seeAll.toString(16)}`];
-    const selDaemon = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'bin', 'ftp6proxy'), ...selArgv]);
-    const selOut = tail(selDaemon);
-    for (let i = 0; i < 100 && !queueBound(lab, QUEUE + 2) && selDaemon.exitCode === null; i++) await sleep(50);
-    const selUp = queueBound(lab, QUEUE + 2);
-    if (!selUp) notes.push(`bin/ftp6proxy -s did not bind NFQUEUE ${QUEUE + 2}: ${selOut() || 'no output'}`);
+    const selArgv = [...daemonArgvOn(QUEUE + 2), '-s', `0x${SELECTIVE_BITS.seeAll.toString(16)}`];
+    const sel = await startOn(selArgv, QUEUE + 2);
+    const selUp = sel.up;
+    if (!selUp) notes.push(`bin/ftp6proxy -s did not bind NFQUEUE ${QUEUE + 2}: ${sel.out() || 'no output'}`);
     const inst = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'dist', 'bench', 'latency-child.js'),
       String(QUEUE + 1), 'inet/filter'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let instErr = '';
@@ -266,22 +270,15 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     };
 
     const order: Config[] = ['open', 'helper', 'ftp6proxy', 'ftp6proxy-data', ...(selUp ? ['ftp6proxy-sel' as const] : []), 'instrumented'];
-    const apply = (cfg: Config): void => {
-      if (cfg === 'open' || cfg === 'helper') lab.setPolicy(cfg);
-      else if (cfg === 'ftp6proxy-sel') lab.setPolicy('deny', QUEUE + 2, { selective: true });
-      else lab.setPolicy('deny', (cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data') && daemonUp ? QUEUE : QUEUE + 1, { dataOnly: cfg === 'ftp6proxy-data' });
-    };
-    /** NFQUEUE id_sequence of each queue: packets queued so far */
-    const idSeq = (): Map<number, number> => {
-      const m = new Map<number, number>();
-      for (const line of lab.run(lab.ns.gateway, ['cat', '/proc/net/netfilter/nfnetlink_queue']).stdout.trim().split('\n')) {
-        const f = line.trim().split(/\s+/);
-        if (f.length >= 8) m.set(Number(f[0]), Number(f[7]));
-      }
-      return m;
-    };
+    /** the queue whose reader sees a configuration's control packets (null: none) */
     const queueOf = (cfg: Config): number | null =>
       cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data' ? (daemonUp ? QUEUE : QUEUE + 1) : cfg === 'ftp6proxy-sel' ? QUEUE + 2 : cfg === 'instrumented' ? QUEUE + 1 : null;
+    const apply = (cfg: Config): void => {
+      if (cfg === 'open' || cfg === 'helper') lab.setPolicy(cfg);
+      else lab.setPolicy('deny', queueOf(cfg) ?? QUEUE + 1, { dataOnly: cfg === 'ftp6proxy-data', selective: cfg === 'ftp6proxy-sel' });
+    };
+    /** packets queued to `q` so far */
+    const idSeq = (q: number): number => nfqueueStats(lab).get(q)?.idSequence ?? 0;
     const queued = new Map<Config, number>();
     const times = new Map<Config, number[]>([...order, 'steady' as const].map((c) => [c, []]));
     const failed = new Map<Config, number>([...order, 'steady' as const].map((c) => [c, 0]));
@@ -292,12 +289,12 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     let timed = true;
     const transfer = async (cfg: Config): Promise<void> => {
       const q = queueOf(cfg);
-      const before = q === null ? 0 : (idSeq().get(q) ?? 0);
+      const before = q === null ? 0 : idSeq(q);
       const r = await lab.runAsync(lab.ns.client, ['curl', '-sS', '--connect-timeout', '5', '-m', '10', '-o', '/dev/null',
         '-w', '%{time_total} %{size_download} %{local_port}', url], { timeoutMs: 15000 });
       const [t, got, lport] = r.stdout.trim().split(' ');
       if (Number(lport) > 0) portCfg.set(Number(lport), cfg);
-      if (timed && q !== null) queued.set(cfg, (queued.get(cfg) ?? 0) + (idSeq().get(q) ?? 0) - before);
+      if (timed && q !== null) queued.set(cfg, (queued.get(cfg) ?? 0) + idSeq(q) - before);
       if (r.status === 0 && Number(got) === size) {
         if (timed) times.get(cfg)?.push(Number(t) * 1000);
       } else {
@@ -338,21 +335,16 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     await stopProc(cb);
     await snapshot('stop');
     await stopProc(inst, 'SIGTERM');
-    if (daemonUp) {
-      if (daemon.exitCode !== null) notes.push(`bin/ftp6proxy exited during the run: ${daemonOut()}`);
-      await stopProc(daemon, 'SIGTERM');
-    }
-    if (selUp) {
-      if (selDaemon.exitCode !== null) notes.push(`bin/ftp6proxy -s exited during the run: ${selOut()}`);
-      await stopProc(selDaemon, 'SIGTERM');
+    for (const [d, what] of [[daemon, 'bin/ftp6proxy'], [sel, 'bin/ftp6proxy -s']] as const) {
+      if (!d.up) continue;
+      if (d.proc.exitCode !== null) notes.push(`${what} exited during the run: ${d.out()}`);
+      await stopProc(d.proc, 'SIGTERM');
     }
     await server.stop();
     // The kernel's own count of queued packets it dropped (queue full, or the
-    // netlink socket's buffer full): include/net/netfilter nfnetlink_queue's
-    // /proc line is "queue portid total mode range queue_dropped user_dropped seq 1".
-    for (const line of lab.run(lab.ns.gateway, ['cat', '/proc/net/netfilter/nfnetlink_queue']).stdout.trim().split('\n')) {
-      const f = line.trim().split(/\s+/);
-      if (f.length >= 7 && (f[5] !== '0' || f[6] !== '0')) notes.push(`NFQUEUE ${f[0]}: kernel dropped ${f[5]} (queue full) + ${f[6]} (socket full) packets`);
+    // netlink socket's buffer full).
+    for (const [q, st] of nfqueueStats(lab)) {
+      if (st.queueDropped !== 0 || st.userDropped !== 0) notes.push(`NFQUEUE ${q}: kernel dropped ${st.queueDropped} (queue full) + ${st.userDropped} (socket full) packets`);
     }
 
     if (lat === null) notes.push(`no samples from bench/latency-child.js: ${instErr.trim()}`);

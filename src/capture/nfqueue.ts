@@ -126,12 +126,13 @@ export function decodeNfqPacket(msg: NlMessage): NfqPacket | null {
   if (attrs === null) return null;
   const hdr = attrs.get(NFQA_PACKET_HDR);
   if (hdr === undefined || hdr.length < 7) return null;
+  const mark = attrs.get(NFQA_MARK);
   return {
     queue,
     id: hdr.readUInt32BE(0),
     hwProtocol: hdr.readUInt16BE(4),
     hook: hdr[6],
-    mark: (attrs.get(NFQA_MARK)?.length ?? 0) >= 4 ? attrs.get(NFQA_MARK)!.readUInt32BE(0) : 0,
+    mark: mark !== undefined && mark.length >= 4 ? mark.readUInt32BE(0) : 0,
     payload: attrs.get(NFQA_PAYLOAD) ?? Buffer.alloc(0),
   };
 }
@@ -298,16 +299,17 @@ export class NfqueueSource implements PacketSource {
     const handler = this.handler;
     if (handler === null) return;
     this.inFlight.add(id);
+    const done = (): void => this.release(id, pkt, mark);
     let result: Promise<void> | void;
     try {
       result = handler(pkt);
     } catch (e) {
       this.logger.log('err', `NFQUEUE ${this.queue}: packet handler threw: ${e instanceof Error ? e.message : String(e)}`);
-      this.release(id, pkt, mark);
+      done();
       return;
     }
     if (result === undefined || typeof (result as Promise<void>).then !== 'function') {
-      this.release(id, pkt, mark);
+      done();
       return;
     }
     // A backstop: whatever the handler waits for, the control packet goes on
@@ -316,17 +318,17 @@ export class NfqueueSource implements PacketSource {
     const limit = this.clock.setTimer(this.holdLimitMs, () => {
       if (!this.inFlight.has(id)) return;
       this.logger.log('warning', `NFQUEUE ${this.queue}: packet ${id} released after ${this.holdLimitMs} ms without its holes`);
-      this.release(id, pkt, mark);
+      done();
     });
     (result as Promise<void>).then(
       () => {
         limit.cancel();
-        this.release(id, pkt, mark);
+        done();
       },
       (e: unknown) => {
         limit.cancel();
         this.logger.log('err', `NFQUEUE ${this.queue}: packet handler failed: ${e instanceof Error ? e.message : String(e)}`);
-        this.release(id, pkt, mark);
+        done();
       },
     );
   }

@@ -6,7 +6,8 @@
  */
 import type { ChildProcess } from 'child_process';
 import * as path from 'path';
-import type { ClientKind, Lab, Mode, RunResult } from '../lab/lab';
+import * as assert from 'uvu/assert';
+import { clientSupports, type ClientKind, type Lab, type Mode, type RunResult, type ServerKind } from '../lab/lab';
 
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const DAEMON = path.join(ROOT, 'bin', 'ftp6proxy');
@@ -59,10 +60,29 @@ export async function stopDaemon(d: Daemon): Promise<void> {
 }
 
 /** The client programs and modes the transfer tests run against each server (test/lab/linux, selective). */
-export const TRANSFER_MATRIX: ReadonlyArray<[ClientKind, Mode]> = [
+const TRANSFER_MATRIX: ReadonlyArray<[ClientKind, Mode]> = [
   ['curl', 'epsv'], ['curl', 'pasv'], ['curl', 'eprt'], ['curl', 'port'],
   ['lftp', 'epsv'], ['lftp', 'port'], ['tnftp', 'pasv'], ['tnftp', 'eprt'], ['wget', 'pasv'],
 ];
+
+/**
+ * Every client and mode of TRANSFER_MATRIX that the client supports, IPv6
+ * then IPv4, against the server already running; each must succeed (the
+ * assertion names the transfer, `what` and the daemon's last log lines).
+ * Returns the transfers run.
+ */
+export async function transferMatrix(lab: Lab, kind: ServerKind, d: Daemon, what = ''): Promise<string[]> {
+  const done: string[] = [];
+  for (const family of [6, 4] as const) {
+    for (const [client, mode] of TRANSFER_MATRIX) {
+      if (!clientSupports(client, mode, family)) continue;
+      const r = await lab.runClient({ client, mode, family });
+      assert.ok(r.ok, `${client} ${mode} IPv${family} against ${kind}${what}: ${r.reason}\n${d.log().slice(-2000)}`);
+      done.push(`${kind}/${client}/${mode}/${family}`);
+    }
+  }
+  return done;
+}
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));

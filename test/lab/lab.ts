@@ -361,6 +361,29 @@ function killAndWait(p: ChildProcess, sig: NodeJS.Signals, graceMs = 3000): Prom
 }
 
 /** nft ruleset for a policy (nft(8) syntax); `deny` is DESIGN.md's text verbatim. */
+/** One line of /proc/net/netfilter/nfnetlink_queue (per network namespace). */
+export interface NfqueueStat {
+  /** packets queued so far: the last packet id (id_sequence) */
+  idSequence: number;
+  /** dropped by the kernel: queue full, and netlink socket full */
+  queueDropped: number;
+  userDropped: number;
+}
+
+/**
+ * The kernel's NFQUEUE table in the gateway, by queue number.  Each line is
+ * "queue portid total copy_mode copy_range queue_dropped user_dropped
+ * id_sequence 1" (net/netfilter/nfnetlink_queue.c, seq_show).
+ */
+export function nfqueueStats(lab: Lab): Map<number, NfqueueStat> {
+  const m = new Map<number, NfqueueStat>();
+  for (const line of lab.run(lab.ns.gateway, ['cat', '/proc/net/netfilter/nfnetlink_queue']).stdout.trim().split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length >= 8) m.set(Number(f[0]), { queueDropped: Number(f[5]), userDropped: Number(f[6]), idSequence: Number(f[7]) });
+  }
+  return m;
+}
+
 export function nftRuleset(policy: Policy): string {
   const sets = [
     '  set ftp6proxy4 { type ipv4_addr . ipv4_addr . inet_service; flags timeout; }',

@@ -9,7 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as path from 'path';
 import { clientSupports, preflight, serverAvailable, withLab, ServerKind } from './lab';
-import { startDaemon, stopDaemon, TRANSFER_MATRIX } from '../fuzz/labkit';
+import { startDaemon, stopDaemon, transferMatrix } from '../fuzz/labkit';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const Q = 10034;
@@ -30,14 +30,7 @@ if (why !== null) {
       for (const kind of servers) {
         const srv = await lab.startServer(kind);
         try {
-          for (const family of [6, 4] as const) {
-            for (const [client, mode] of TRANSFER_MATRIX) {
-              if (!clientSupports(client, mode, family)) continue;
-              const r = await lab.runClient({ client, mode, family });
-              assert.ok(r.ok, `${client} ${mode} IPv${family} against ${kind}: ${r.reason}\n${d.log().slice(-2000)}`);
-              passed.push(`${kind}/${client}/${mode}/${family}`);
-            }
-          }
+          passed.push(...(await transferMatrix(lab, kind, d)));
         } finally {
           await srv.stop();
         }

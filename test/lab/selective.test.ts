@@ -16,22 +16,17 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { clientSupports, preflight, serverAvailable, withLab, Lab, SELECTIVE_BITS, ServerKind } from './lab';
-import { probe, sleep, startDaemon, stopDaemon, TRANSFER_MATRIX } from '../fuzz/labkit';
+import { nfqueueStats, preflight, serverAvailable, withLab, Lab, SELECTIVE_BITS, ServerKind } from './lab';
+import { probe, sleep, startDaemon, stopDaemon, transferMatrix } from '../fuzz/labkit';
 
 const Q = 10044;
 const why = preflight();
 const SEE_ALL = `0x${SELECTIVE_BITS.seeAll.toString(16)}`;
 
-/** Packets the kernel has queued to Q so far (include/net/netfilter nfnetlink_queue: id_sequence). */
+/** Packets the kernel has queued to Q so far. */
 function queuedSoFar(lab: Lab): number {
-  for (const line of lab.run(lab.ns.gateway, ['cat', '/proc/net/netfilter/nfnetlink_queue']).stdout.trim().split('\n')) {
-    const f = line.trim().split(/\s+/);
-    if (f[0] === String(Q) && f.length >= 8) return Number(f[7]);
-  }
-  return 0;
+  return nfqueueStats(lab).get(Q)?.idSequence ?? 0;
 }
-
 
 /**
  * A fake FTP server: greets, and answers a command line found in `script`
@@ -99,14 +94,7 @@ if (why !== null) {
         for (const kind of servers) {
           const srv = await lab.startServer(kind);
           try {
-            for (const family of [6, 4] as const) {
-              for (const [client, mode] of TRANSFER_MATRIX) {
-                if (!clientSupports(client, mode, family)) continue;
-                const r = await lab.runClient({ client, mode, family });
-                assert.ok(r.ok, `${client} ${mode} IPv${family} against ${kind}, selective: ${r.reason}\n${d.log().slice(-2000)}`);
-                n++;
-              }
-            }
+            n += (await transferMatrix(lab, kind, d, ', selective')).length;
             if (kind === 'vsftpd') {
               // Packets queued per curl EPSV transfer: selective, then the
               // DESIGN.md rules, same daemon, same server.
