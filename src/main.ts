@@ -34,7 +34,7 @@ import { PidFile } from './pidfile';
 import { checkPrivilegeTargets, dropPrivileges } from './privileges';
 import { openChildChannel, PrivsepClientFirewall, PrivsepServer } from './privsep';
 import { ControlProxy } from './proxy';
-import { LevelFilter, parseFacility, StderrLogger, SyslogLogger } from './syslog';
+import { DeferredLogger, LevelFilter, parseFacility, StderrLogger, SyslogLogger } from './syslog';
 import { Firewall, Logger, PacketSource } from './types';
 
 export const EXIT_OK = 0;
@@ -130,8 +130,12 @@ interface RunOptions {
 async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): Promise<number> {
   const clock = new RealClock();
   await firewall.check();
-  const holes = new HoleManager({ firewall, clock, logger, base: o.base, count: o.count, timeoutSec: o.timeout });
-  const engine = new Engine({ logger, pendingFor: (s) => holes.pendingFor(s), selective: o.seeAllMark !== 0 });
+  // The packet path's lines go out after the verdict (see DeferredLogger).
+  const hot = new DeferredLogger(logger);
+  const flushAtExit = (): void => hot.flush();
+  process.on('exit', flushAtExit);
+  const holes = new HoleManager({ firewall, clock, logger: hot, base: o.base, count: o.count, timeoutSec: o.timeout });
+  const engine = new Engine({ logger: hot, pendingFor: (s) => holes.pendingFor(s), selective: o.seeAllMark !== 0 });
   const proxy = new ControlProxy(engine, holes);
   beforeLoop();
 
@@ -139,6 +143,7 @@ async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): P
   const stop = async (why: string) => {
     if (stopping) return;
     stopping = true;
+    hot.flush();
     logger.log('notice', `${why}: closing ${holes.stats().inUse} holes and stopping`);
     await source.close();
   };
@@ -146,7 +151,10 @@ async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): P
   expiry.unref();
   const onTerm = () => void stop('SIGTERM');
   const onInt = () => void stop('SIGINT');
-  const onStatus = () => logger.log('notice', stats(engine, holes, proxy));
+  const onStatus = () => {
+    hot.flush();
+    logger.log('notice', stats(engine, holes, proxy));
+  };
   process.on('SIGTERM', onTerm);
   process.on('SIGINT', onInt);
   process.on('SIGUSR1', onStatus);
@@ -159,11 +167,14 @@ async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): P
   try {
     await source.run(proxy.handle);
   } catch (e) {
+    hot.flush();
     logger.log('err', `capture lost: ${message(e)}`);
     code = EXIT_LOST;
   }
   clearInterval(expiry);
   await holes.closeAll();
+  hot.flush();
+  process.removeListener('exit', flushAtExit);
   try {
     await firewall.shutdown();
   } catch (e) {

@@ -291,6 +291,62 @@ export class StderrLogger implements Logger {
   }
 }
 
+/**
+ * Hands each line to `inner` once the current turn of the event loop is over
+ * (setImmediate).  The packet path logs while a control packet is held; the
+ * write(2) to stderr or the datagram to syslogd wakes the reader, which may
+ * take the CPU from the daemon, and that time was the held packet's delay.
+ * Deferred, the lines go out after the verdict, in the order they were
+ * logged.  At most `max` lines wait; beyond that they are counted and the
+ * count is logged with the next flush.  flush() writes at once (at stop, at exit).
+ */
+export class DeferredLogger implements Logger {
+  private pending: Array<[Level, string]> = [];
+  private scheduled = false;
+  private dropped = 0;
+  private readonly flushNow = (): void => this.flush();
+
+  constructor(
+    private readonly inner: Logger,
+    private readonly max = 10_000,
+    private readonly schedule: (fn: () => void) => void = (fn) => void setImmediate(fn),
+  ) {}
+
+  log(level: Level, msg: string): void {
+    if (this.pending.length >= this.max) {
+      this.dropped++;
+      return;
+    }
+    this.pending.push([level, msg]);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      this.schedule(this.flushNow);
+    }
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    const lines = this.pending;
+    this.pending = [];
+    for (const [level, msg] of lines) {
+      try {
+        this.inner.log(level, msg);
+      } catch {
+        // never throw from log()
+      }
+    }
+    if (this.dropped > 0) {
+      const n = this.dropped;
+      this.dropped = 0;
+      try {
+        this.inner.log('warning', `${n} log lines dropped: more than ${this.max} in one turn of the event loop`);
+      } catch {
+        // never throw from log()
+      }
+    }
+  }
+}
+
 /** Passes lines at `min` or more severe (err is the most severe). */
 export class LevelFilter implements Logger {
   constructor(private readonly inner: Logger, private readonly min: Level) {}

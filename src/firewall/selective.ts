@@ -30,7 +30,10 @@
  *   -A C -m string --algo bm --icase --string PORT -j NFQUEUE ...   # and EPRT, LPRT
  *   (S: the same two first rules with S-CONT / S-PART, then)
  *   -A S -m connmark --mark M/M -j NFQUEUE ...      # the daemon asked to see every packet
- *   -A S -m string --algo bm --string - -j S-DASH   # may start a multi-line reply "nnn-"
+ *   -A S -m bpf --bytecode <ts> -m string --algo bm --from 75 --string - -j S-DASH
+ *   -A S -m bpf --bytecode <other> -m string --algo bm --from 63 --string - -j S-DASH
+ *                                                   # may start a multi-line reply "nnn-"
+ *                                                   # (IPv6 offsets; IPv4 55 and 43)
  *   -A S-DASH -j CONNMARK --set-xmark M/M
  *   -A S-DASH -j NFQUEUE ...
  *   -A S -m string --algo bm --string 227 -j NFQUEUE ...          # and 228, 229
@@ -56,10 +59,11 @@
  * reply's last line, the daemon stays "inside" the reply and treats the next
  * 227 as text: it opens no hole for it.  A missed hole, never a wrong one.
  *
- * The string matches search the whole packet from the IP header on
- * (xt_string offsets count from the network header), so header bytes can
- * match too ('-' is 0x2d): that only queues a packet needlessly, as does
- * "PORT" inside "SUPPORT".  A packet that no rule queues returns to FORWARD
+ * The string matches search the packet from an offset counted from the IP
+ * header (xt_string offsets count from the network header).  The '-' rules
+ * start where the payload does (layoutProgram); the others start past the
+ * smallest headers, so TCP option bytes can match too: that only queues a
+ * packet needlessly, as does "PORT" inside "SUPPORT" or a '-' in a file name.  A packet that no rule queues returns to FORWARD
  * and meets the rest of the administrator's rules; with --queue-bypass the
  * NFQUEUE target accepts when no daemon is listening.
  *
@@ -269,8 +273,74 @@ export function bpfProgram(family: 4 | 6, want: BpfWant): BpfInsn[] {
 
 /** The `--bytecode` text of xt_bpf: "N,code jt jf k,..." in decimal, as nfbpf_compile prints. */
 export function bpfBytecode(family: 4 | 6, want: BpfWant): string {
-  const p = bpfProgram(family, want);
+  return bytecodeText(bpfProgram(family, want));
+}
+
+function bytecodeText(p: readonly BpfInsn[]): string {
   return [String(p.length), ...p.map((i) => `${i.code} ${i.jt} ${i.jf} ${i.k}`)].join(',');
+}
+
+// ---- where the payload starts: the dash rules ---------------------------------
+
+/**
+ * Where the payload starts in the header layout Linux uses for nearly every
+ * segment of an established connection: the minimal IP header and a TCP
+ * header with 12 bytes of options (RFC 7323 timestamps, padded; data offset
+ * 8).  IPv4: 20 + 32, IPv6: 40 + 32.
+ */
+export const TS_PAYLOAD: Record<4 | 6, number> = { 4: 52, 6: 72 };
+/** Where the payload starts with no IP or TCP options: the earliest it can. */
+export const MIN_PAYLOAD: Record<4 | 6, number> = { 4: 40, 6: 60 };
+
+export type LayoutWant = 'ts' | 'other';
+
+/**
+ * The classic BPF program that matches
+ *   - 'ts':    TCP segments laid out as TS_PAYLOAD says (IPv4: version 4,
+ *              ihl 5, not a fragment; IPv6: TCP right after the fixed
+ *              header; data offset 8), with at least TS_PAYLOAD bytes;
+ *   - 'other': every other packet, and every packet it cannot read.
+ * Exactly one of the two matches any packet.  They let the '-' rule start
+ * its search where the payload starts, past the TCP options: timestamps
+ * are 8 bytes that change with every segment, and a 0x2d among them queued
+ * about one segment in twenty for nothing (and, since the kernel sets the
+ * see-all bit on a '-', the segment after it too).
+ */
+export function layoutProgram(family: 4 | 6, want: LayoutWant): BpfInsn[] {
+  const tsAt = TS_PAYLOAD[family];
+  const head: AsmInsn[] = family === 4
+    ? [
+      { code: LD | W | LEN },
+      { code: JMP | JGT | K, k: tsAt - 1, jt: 'long', jf: 'OTHER' }, // every byte read below is present
+      { code: LD | B | ABS, k: 0, label: 'long' },
+      { code: JMP | JEQ | K, k: 0x45, jt: 'v4', jf: 'OTHER' }, // version 4, ihl 5
+      { code: LD | H | ABS, k: 6, label: 'v4' },
+      { code: JMP | JSET | K, k: 0x3fff, jt: 'OTHER', jf: 'whole' }, // MF or a fragment offset
+      { code: LD | B | ABS, k: 9, label: 'whole' },
+      { code: JMP | JEQ | K, k: 6, jt: 'tcp', jf: 'OTHER' },
+      { code: LD | B | ABS, k: 20 + 12, label: 'tcp' },
+    ]
+    : [
+      { code: LD | W | LEN },
+      { code: JMP | JGT | K, k: tsAt - 1, jt: 'long', jf: 'OTHER' },
+      { code: LD | B | ABS, k: 6, label: 'long' }, // next header
+      { code: JMP | JEQ | K, k: 6, jt: 'tcp', jf: 'OTHER' },
+      { code: LD | B | ABS, k: 40 + 12, label: 'tcp' },
+    ];
+  const prog = assemble([
+    ...head,
+    { code: ALU | AND | K, k: 0xf0 },
+    { code: JMP | JEQ | K, k: 0x80, jt: 'TS', jf: 'OTHER' }, // data offset 8 words
+    { code: RET | K, k: want === 'ts' ? 1 : 0, label: 'TS' },
+    { code: RET | K, k: want === 'ts' ? 0 : 1, label: 'OTHER' },
+  ]);
+  if (prog.length > XT_BPF_MAX_NUM_INSTR) throw new Error(`bpf: program of ${prog.length} instructions`);
+  return prog;
+}
+
+/** layoutProgram as xt_bpf `--bytecode` text. */
+export function layoutBytecode(family: 4 | 6, want: LayoutWant): string {
+  return bytecodeText(layoutProgram(family, want));
 }
 
 // ---- the ruleset -----------------------------------------------------------
@@ -402,9 +472,9 @@ export function selectiveRules(o: SelectiveOptions): string[][] {
   };
 
   // xt_string searches from the IP header; start past the smallest IP + TCP
-  // headers, where no payload byte can be, so that a 0x2d in an address or a
-  // sequence number does not queue (and mark) a packet for nothing.
-  const str = (...more: string[]): string[] => ['-m', 'string', '--algo', 'bm', '--from', String(o.family === 4 ? 40 : 60), ...more];
+  // headers, where no payload byte can be, so that an address or a sequence
+  // number does not queue a packet for nothing.
+  const str = (...more: string[]): string[] => ['-m', 'string', '--algo', 'bm', '--from', String(MIN_PAYLOAD[c.family]), ...more];
 
   lines(n.c, n.cCont, n.cPart, c.partialClient);
   // FTP commands are case-insensitive (RFC 959 5.3); any of these may open a hole.
@@ -413,7 +483,13 @@ export function selectiveRules(o: SelectiveOptions): string[][] {
   lines(n.s, n.sCont, n.sPart, c.partialServer);
   const m = `${hex(c.seeAll)}/${hex(c.seeAll)}`;
   add('-A', n.s, '-m', 'connmark', '--mark', m, ...nfqueue);
-  add('-A', n.s, ...str('--string', '-'), '-j', n.sDash);
+  // A '-' from the payload's fourth byte on (the earliest a "nnn-" can put
+  // it); where the layout is not the usual one, from the earliest that
+  // fourth byte can be, which may search TCP options too.
+  for (const [layout, from] of [['ts', TS_PAYLOAD[c.family]], ['other', MIN_PAYLOAD[c.family]]] as const) {
+    add('-A', n.s, '-m', 'bpf', '--bytecode', layoutBytecode(c.family, layout),
+      '-m', 'string', '--algo', 'bm', '--from', String(from + 3), '--string', '-', '-j', n.sDash);
+  }
   add('-A', n.sDash, '-j', 'CONNMARK', '--set-xmark', m);
   add('-A', n.sDash, ...nfqueue);
   // PASV (227), LPSV (228), EPSV (229) replies.

@@ -19,8 +19,12 @@ import {
   BpfInsn,
   SelectiveOptions,
   XT_BPF_MAX_NUM_INSTR,
+  MIN_PAYLOAD,
+  TS_PAYLOAD,
   bpfBytecode,
   bpfProgram,
+  layoutBytecode,
+  layoutProgram,
   selectiveRules,
   selectiveTeardown,
   shellLines,
@@ -258,6 +262,22 @@ function rng(seed: number): () => number {
   };
 }
 
+/**
+ * One of `bases`, with up to two bytes changed (half of them at the `hot`
+ * offsets, where the header fields the programs read are) and, one time in
+ * eight, cut short.
+ */
+function mutated(r: () => number, bases: readonly Uint8Array[], hot: readonly number[]): Uint8Array {
+  let p = Uint8Array.from(bases[r() % bases.length]);
+  const n = r() % 3;
+  for (let j = 0; j < n; j++) {
+    const off = r() % 2 ? hot[r() % hot.length] : r() % p.length;
+    if (off < p.length) p[off] = r() % 4 === 0 ? r() & 0xff : p[off] ^ (1 << r() % 8);
+  }
+  if (r() % 8 === 0) p = p.subarray(0, r() % (p.length + 1));
+  return p;
+}
+
 test('programs agree with a reference classifier on 20000 mutated packets', () => {
   const r = rng(0x5e1ec7);
   const seen = { lf: 0, nolf: 0, none: 0, unknown: 0 };
@@ -267,13 +287,7 @@ test('programs agree with a reference classifier on 20000 mutated packets', () =
     const hot = family === 4 ? [0, 2, 3, 6, 7, 9, 32] : [4, 5, 6, 52];
     const bases = cases(family).slice(0, 10).map((c) => c.pkt); // the well-formed ones
     for (let i = 0; i < 10000; i++) {
-      let p = Uint8Array.from(bases[r() % bases.length]);
-      const n = r() % 3;
-      for (let j = 0; j < n; j++) {
-        const off = r() % 2 ? hot[r() % hot.length] : r() % p.length;
-        p[off] = r() % 4 === 0 ? r() & 0xff : p[off] ^ (1 << r() % 8);
-      }
-      if (r() % 8 === 0) p = p.subarray(0, r() % (p.length + 1));
+      const p = mutated(r, bases, hot);
       const want = reference(family, p);
       seen[want]++;
       const a = runBpf(lf, p);
@@ -317,6 +331,70 @@ test('bytecode text: count first, then the instructions, at most 64', () => {
   assert.is.not(bpfBytecode(4, 'lf'), bpfBytecode(6, 'lf'));
 });
 
+// ---- the layout programs of the '-' rules -------------------------------------------
+
+/** Where the payload starts if the packet is a whole TCP segment in the usual layout, else null. */
+function layoutReference(family: 4 | 6, p: Uint8Array): 'ts' | 'other' {
+  if (p.length < TS_PAYLOAD[family]) return 'other';
+  if (family === 4) {
+    if (p[0] !== 0x45 || (((p[6] << 8) | p[7]) & 0x3fff) !== 0 || p[9] !== 6) return 'other';
+    return p[32] >> 4 === 8 ? 'ts' : 'other';
+  }
+  return p[6] === 6 && p[52] >> 4 === 8 ? 'ts' : 'other';
+}
+
+test('layout programs: exactly one matches; ts only where the payload starts at TS_PAYLOAD', () => {
+  const r = rng(0x1a7007);
+  const seen = { ts: 0, other: 0 };
+  for (const family of [4, 6] as const) {
+    const ts = layoutProgram(family, 'ts');
+    const other = layoutProgram(family, 'other');
+    assert.ok(ts.length <= XT_BPF_MAX_NUM_INSTR && other.length === ts.length);
+    // The packets a server sends: with timestamps, the payload is at TS_PAYLOAD.
+    const named: Array<[string, Uint8Array, 'ts' | 'other']> = [
+      ['doff 8, "230-"', tcp(family, '230-a\r\n', { tcpOptions: 12 }), 'ts'],
+      ['doff 8, no payload', tcp(family, '', { tcpOptions: 12 }), 'ts'],
+      ['doff 5', tcp(family, '230-a\r\n'), 'other'],
+      ['doff 6', tcp(family, '230-a\r\n', { tcpOptions: 4 }), 'other'],
+      ['doff 8, cut before the payload', tcp(family, '', { tcpOptions: 12 }).subarray(0, TS_PAYLOAD[family] - 1), 'other'],
+      ['not TCP', tcp(family, '230-a\r\n', { tcpOptions: 12, protocol: 17 }), 'other'],
+      ['nothing', new Uint8Array(0), 'other'],
+    ];
+    if (family === 4) {
+      named.push(['ihl 6, doff 8', withIpOptions(tcp(4, '230-a\r\n', { tcpOptions: 12 })), 'other']);
+      named.push(['fragment', tcp(4, '230-a\r\n', { tcpOptions: 12, fragment: { offset: 0, more: true } }), 'other']);
+    } else {
+      named.push(['hop-by-hop header', tcp(6, '230-a\r\n', { tcpOptions: 12, ext: [{ type: 0 }] }), 'other']);
+    }
+    for (const [name, p, want] of named) {
+      assert.is(layoutReference(family, p), want, `reference: ${name}`);
+      const a = runBpf(ts, p);
+      const b = runBpf(other, p);
+      assert.not.ok(a.oob || b.oob, `${name}: a load ran past the end`);
+      assert.is(a.ret !== 0, want === 'ts', `IPv${family} ${name}: ts returned ${a.ret}`);
+      assert.is(b.ret !== 0, want === 'other', `IPv${family} ${name}: other returned ${b.ret}`);
+    }
+    // The '-' rule searching from TS_PAYLOAD + 3 finds the dash of "230-".
+    const p = named[0][1];
+    assert.is(p[TS_PAYLOAD[family] + 3], 0x2d);
+    assert.is(MIN_PAYLOAD[family] + 12, TS_PAYLOAD[family]);
+    const bases = named.map((n) => n[1]).filter((q) => q.length > 0);
+    const hot = family === 4 ? [0, 6, 7, 9, 32] : [6, 52];
+    for (let i = 0; i < 5000; i++) {
+      const q = mutated(r, bases, hot);
+      const want = layoutReference(family, q);
+      seen[want]++;
+      const a = runBpf(ts, q);
+      const b = runBpf(other, q);
+      const hex = Buffer.from(q).toString('hex');
+      assert.not.ok(a.oob || b.oob, `out of bounds on ${hex}`);
+      assert.is(a.ret !== 0, want === 'ts', `ts on ${hex}`);
+      assert.is(b.ret !== 0, want === 'other', `other on ${hex}`);
+    }
+  }
+  for (const k of ['ts', 'other'] as const) assert.ok(seen[k] > 500, `${k}: only ${seen[k]}`);
+});
+
 // ---- the ruleset -----------------------------------------------------------------
 
 const OPTS: SelectiveOptions = { family: 6, queue: 7, seeAll: 0x100, partialClient: 0x200, partialServer: 0x80000000 };
@@ -351,7 +429,8 @@ test('selectiveRules: exact argv (IPv6, defaults)', () => {
     ['-A', 'FTP6PROXY-S-PART', '-j', 'CONNMARK', '--set-xmark', '0x80000000/0x80000000'],
     ['-A', 'FTP6PROXY-S-PART', ...Q],
     ['-A', 'FTP6PROXY-S', '-m', 'connmark', '--mark', '0x100/0x100', ...Q],
-    ['-A', 'FTP6PROXY-S', '-m', 'string', '--algo', 'bm', '--from', '60', '--string', '-', '-j', 'FTP6PROXY-S-DASH'],
+    ['-A', 'FTP6PROXY-S', '-m', 'bpf', '--bytecode', layoutBytecode(6, 'ts'), '-m', 'string', '--algo', 'bm', '--from', '75', '--string', '-', '-j', 'FTP6PROXY-S-DASH'],
+    ['-A', 'FTP6PROXY-S', '-m', 'bpf', '--bytecode', layoutBytecode(6, 'other'), '-m', 'string', '--algo', 'bm', '--from', '63', '--string', '-', '-j', 'FTP6PROXY-S-DASH'],
     ['-A', 'FTP6PROXY-S-DASH', '-j', 'CONNMARK', '--set-xmark', '0x100/0x100'],
     ['-A', 'FTP6PROXY-S-DASH', ...Q],
     ['-A', 'FTP6PROXY-S', '-m', 'string', '--algo', 'bm', '--from', '60', '--string', '227', ...Q],
@@ -372,6 +451,11 @@ test('selectiveRules: IPv4, port, chain prefix, no bypass', () => {
   assert.not.ok(rules.some((a) => a.includes('--queue-bypass')));
   assert.equal(rules[rules.length - 1], ['iptables', '-t', 'mangle', '-A', 'POSTROUTING', '-p', 'tcp', '--sport', '2121', '-j', 'CONNMARK', '--save-mark', '--nfmask', '0x100', '--ctmask', '0x100']);
   assert.equal(rules[rules.length - 2], ['iptables', '-A', 'FX-S', '-m', 'string', '--algo', 'bm', '--from', '40', '--string', '229', '-j', 'NFQUEUE', '--queue-num', '0']);
+  const dash = rules.filter((a) => a.includes('FX-S-DASH') && a[1] === '-A' && a[2] === 'FX-S');
+  assert.equal(dash.map((a) => [a[a.indexOf('--bytecode') + 1], a[a.indexOf('--from') + 1]]), [
+    [layoutBytecode(4, 'ts'), '55'],
+    [layoutBytecode(4, 'other'), '43'],
+  ]);
   // Every chain named is created first, and no name is longer than 28.
   const created = rules.filter((a) => a[1] === '-N').map((a) => a[2]);
   assert.is(created.length, 7);
@@ -538,10 +622,13 @@ test('real kernel: iptables accepts every rule; the programs classify like the i
       assert.is(cc[0], 1, `IPv${family} C-CONT: only "def\\n" ends the line: ${cc}`);
       assert.equal(counts('FTP6PROXY-C-PART'), [1, 1], `IPv${family} C-PART`);
       const s = counts('FTP6PROXY-S');
-      // [P -> CONT, nolf -> PART, M, '-', 227, 228, 229]; header bytes can add '-' or M matches, not partial ones.
+      // [P -> CONT, nolf -> PART, M, '-' (timestamps layout), '-' (other layouts), 227, 228, 229].
       assert.is(s[1], 1, `IPv${family} server partial: ${s}`);
       assert.is(counts('FTP6PROXY-S-CONT')[0], 1, `IPv${family} S-CONT: only "uvw\\n" ends the line`);
-      assert.ok(s[3] >= 1, `IPv${family} "230-" queued by the dash rule: ${s}`);
+      // Loopback TCP carries timestamps (net.ipv4.tcp_timestamps defaults to 1
+      // in a new namespace): the search starts at the payload, so only "230-"
+      // matches, never a 0x2d among the timestamps of the other segments.
+      assert.equal(s.slice(3, 5), [1, 0], `IPv${family} "230-" and nothing else queued by the dash rules: ${s}`);
       // The dash set M, but no daemon answered (bypass), so the packet's own
       // M bit (0) was copied into the connection's mark after it: "230 b" is
       // not queued for M.  The copy rule saw every server packet.

@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
+  DeferredLogger,
   FACILITIES,
   LevelFilter,
   StderrLogger,
@@ -177,6 +178,44 @@ test('StderrLogger, LevelFilter, TeeLogger', () => {
   const boom = { log: () => { throw new Error('x'); } };
   new TeeLogger(boom, se).log('debug', 'tee');
   assert.equal(lines, ['ftp6proxy[12]: info: shown\n', 'ftp6proxy[12]: err: shown too\n', 'ftp6proxy[12]: debug: tee\n']);
+});
+
+test('DeferredLogger: lines wait for the scheduled flush, in order; flush() is immediate; overflow is counted', () => {
+  const got: string[] = [];
+  const inner = { log: (level: Level, msg: string) => void got.push(`${level}: ${msg}`) };
+  const scheduled: Array<() => void> = [];
+  const d = new DeferredLogger(inner, 3, (fn) => scheduled.push(fn));
+  d.log('info', 'a');
+  d.log('debug', 'b');
+  assert.equal(got, [], 'nothing written during the turn');
+  assert.is(scheduled.length, 1, 'one flush scheduled per turn');
+  scheduled[0]();
+  assert.equal(got, ['info: a', 'debug: b']);
+  d.log('err', 'c');
+  assert.is(scheduled.length, 2);
+  d.flush();
+  assert.equal(got.slice(2), ['err: c']);
+  scheduled[1](); // the scheduled flush after an explicit one writes nothing twice
+  assert.is(got.length, 3);
+  for (const m of ['1', '2', '3', '4', '5']) d.log('notice', m);
+  scheduled[2]();
+  assert.equal(got.slice(3), ['notice: 1', 'notice: 2', 'notice: 3', 'warning: 2 log lines dropped: more than 3 in one turn of the event loop']);
+  // An inner logger that throws loses its line, not the others, and log() never throws.
+  const bad = new DeferredLogger({ log: (_l: Level, m: string) => { if (m === 'x') throw new Error('boom'); got.push(m); } }, 10, (fn) => scheduled.push(fn));
+  bad.log('info', 'x');
+  bad.log('info', 'y');
+  scheduled[scheduled.length - 1]();
+  assert.is(got[got.length - 1], 'y');
+});
+
+test('DeferredLogger: by default the lines go out after the current turn (setImmediate)', async () => {
+  const got: string[] = [];
+  const d = new DeferredLogger({ log: (_l: Level, m: string) => void got.push(m) });
+  d.log('info', 'later');
+  await Promise.resolve();
+  assert.equal(got, [], 'not in a microtask of the same turn');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(got, ['later']);
 });
 
 test.run();
