@@ -130,12 +130,14 @@ interface RunOptions {
 async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): Promise<number> {
   const clock = new RealClock();
   await firewall.check();
-  // The packet path's lines go out after the verdict (see DeferredLogger).
-  const hot = new DeferredLogger(logger);
-  const flushAtExit = (): void => hot.flush();
+  // Every line of the running daemon goes out after the turn that logged it,
+  // so the packet path's lines follow the verdict (see DeferredLogger); one
+  // queue keeps them in order with the start, status and stop lines.
+  const log = new DeferredLogger(logger);
+  const flushAtExit = (): void => log.flush();
   process.on('exit', flushAtExit);
-  const holes = new HoleManager({ firewall, clock, logger: hot, base: o.base, count: o.count, timeoutSec: o.timeout });
-  const engine = new Engine({ logger: hot, pendingFor: (s) => holes.pendingFor(s), selective: o.seeAllMark !== 0 });
+  const holes = new HoleManager({ firewall, clock, logger: log, base: o.base, count: o.count, timeoutSec: o.timeout });
+  const engine = new Engine({ logger: log, pendingFor: (s) => holes.pendingFor(s), selective: o.seeAllMark !== 0 });
   const proxy = new ControlProxy(engine, holes);
   beforeLoop();
 
@@ -143,44 +145,39 @@ async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): P
   const stop = async (why: string) => {
     if (stopping) return;
     stopping = true;
-    hot.flush();
-    logger.log('notice', `${why}: closing ${holes.stats().inUse} holes and stopping`);
+    log.log('notice', `${why}: closing ${holes.stats().inUse} holes and stopping`);
     await source.close();
   };
   const expiry = setInterval(() => engine.expire(clock.now()), 10_000);
   expiry.unref();
   const onTerm = () => void stop('SIGTERM');
   const onInt = () => void stop('SIGINT');
-  const onStatus = () => {
-    hot.flush();
-    logger.log('notice', stats(engine, holes, proxy));
-  };
+  const onStatus = () => log.log('notice', stats(engine, holes, proxy));
   process.on('SIGTERM', onTerm);
   process.on('SIGINT', onInt);
   process.on('SIGUSR1', onStatus);
   if (hasSiginfo()) process.on('SIGINFO' as NodeJS.Signals, onStatus);
 
-  logger.log('notice', `started: module ${o.module}, ${o.module === 'nftables' ? 'queue' : o.module === 'netgraph' ? 'hook' : 'divert port'} ${o.port}, ` +
+  log.log('notice', `started: module ${o.module}, ${o.module === 'nftables' ? 'queue' : o.module === 'netgraph' ? 'hook' : 'divert port'} ${o.port}, ` +
     `rules ${o.base}..${o.base + o.count - 1}, timeout ${o.timeout}s${o.shadow ? ', shadow mode' : ''}` +
     `${o.seeAllMark !== 0 ? `, selective queueing (ct mark 0x${o.seeAllMark.toString(16)})` : ''}`);
   let code = EXIT_OK;
   try {
     await source.run(proxy.handle);
   } catch (e) {
-    hot.flush();
-    logger.log('err', `capture lost: ${message(e)}`);
+    log.log('err', `capture lost: ${message(e)}`);
     code = EXIT_LOST;
   }
   clearInterval(expiry);
   await holes.closeAll();
-  hot.flush();
-  process.removeListener('exit', flushAtExit);
   try {
     await firewall.shutdown();
   } catch (e) {
-    logger.log('err', `firewall shutdown: ${message(e)}`);
+    log.log('err', `firewall shutdown: ${message(e)}`);
   }
-  logger.log('notice', `stopped: ${stats(engine, holes, proxy)}`);
+  log.log('notice', `stopped: ${stats(engine, holes, proxy)}`);
+  log.flush();
+  process.removeListener('exit', flushAtExit);
   return code;
 }
 

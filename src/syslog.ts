@@ -328,18 +328,13 @@ export class DeferredLogger implements Logger {
     this.scheduled = false;
     const lines = this.pending;
     this.pending = [];
+    if (this.dropped > 0) {
+      lines.push(['warning', `${this.dropped} log lines dropped: more than ${this.max} in one turn of the event loop`]);
+      this.dropped = 0;
+    }
     for (const [level, msg] of lines) {
       try {
         this.inner.log(level, msg);
-      } catch {
-        // never throw from log()
-      }
-    }
-    if (this.dropped > 0) {
-      const n = this.dropped;
-      this.dropped = 0;
-      try {
-        this.inner.log('warning', `${n} log lines dropped: more than ${this.max} in one turn of the event loop`);
       } catch {
         // never throw from log()
       }

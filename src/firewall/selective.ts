@@ -63,9 +63,10 @@
  * header (xt_string offsets count from the network header).  The '-' rules
  * start where the payload does (layoutProgram); the others start past the
  * smallest headers, so TCP option bytes can match too: that only queues a
- * packet needlessly, as does "PORT" inside "SUPPORT" or a '-' in a file name.  A packet that no rule queues returns to FORWARD
- * and meets the rest of the administrator's rules; with --queue-bypass the
- * NFQUEUE target accepts when no daemon is listening.
+ * packet needlessly, as does "PORT" inside "SUPPORT" or a '-' in a file
+ * name.  A packet that no rule queues returns to FORWARD and meets the rest
+ * of the administrator's rules; with --queue-bypass the NFQUEUE target
+ * accepts when no daemon is listening.
  *
  * The BPF programs (xt_bpf, iptables-extensions(8) "bpf") see the packet from
  * the IP header: offset 0 is the version byte, BPF_LEN is the length from
