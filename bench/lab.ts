@@ -16,9 +16,13 @@
  *              transfer, which the first set-element insertion then pays for)
  *
  * Three phases:
- * 1. timed rounds: one transfer of each configuration per round, the order
- *    rotating, so that drift in the machine's load falls on all of them;
- *    curl's time_total is the transfer figure;
+ * 1. timed rounds: each configuration in turn loads its ruleset and makes
+ *    two transfers, the order rotating, so that drift in the machine's load
+ *    falls on all of them; curl's time_total is the transfer figure.  The
+ *    second transfer is the timed one: the first pays for the reload (the
+ *    kernel's deferred work after an iptables/nft table swap, the first
+ *    element of a new set), which a gateway loads once, not before every
+ *    transfer.  Its time is kept apart ("first after reload");
  * 2. steady: the instrumented proxy's hole-latency samples;
  * 3. the same rounds again under tcpdump (nanosecond timestamps) on both
  *    gateway interfaces: a control packet's transit is the time between its
@@ -49,6 +53,8 @@ export interface TransferFigures {
   /** curl -w %{time_total}, ms */
   medianMs: number;
   p90Ms: number;
+  /** the untimed first transfer after each ruleset load, median ms (null: none) */
+  firstAfterReloadMs: number | null;
   /** control packets' transit through the gateway, µs (tcpdump on both sides) */
   transitHoleUs: Summary | null;
   transitOtherUs: Summary | null;
@@ -63,6 +69,8 @@ export interface LabResult {
   ratioDataOnly: number | null;
   /** the same with the selective ruleset and ftp6proxy -s */
   ratioSelective: number | null;
+  /** the three ratios again from the first transfers after each ruleset load */
+  ratiosAfterReload: { ftp6proxy: number | null; data: number | null; selective: number | null };
   /** packets the kernel queued per transfer in the timed rounds (NFQUEUE id_sequence) */
   queuedPerTransfer: Partial<Record<Config, number>>;
   /** in-process, steady phase: arrival in user space -> verdict, µs */
@@ -281,34 +289,38 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     const idSeq = (q: number): number => nfqueueStats(lab).get(q)?.idSequence ?? 0;
     const queued = new Map<Config, number>();
     const times = new Map<Config, number[]>([...order, 'steady' as const].map((c) => [c, []]));
+    /** the first transfer after each ruleset load (timed rounds), ms */
+    const firstTimes = new Map<Config, number[]>(order.map((c) => [c, []]));
     const failed = new Map<Config, number>([...order, 'steady' as const].map((c) => [c, 0]));
     const firstFailure = new Map<Config, string>();
     /** control connection's client port -> configuration */
     const portCfg = new Map<number, Config>();
     /** false while tcpdump runs: its per-packet wake-ups would compete for the CPUs */
     let timed = true;
-    const transfer = async (cfg: Config): Promise<void> => {
+    const transfer = async (cfg: Config, first = false): Promise<void> => {
       const q = queueOf(cfg);
       const before = q === null ? 0 : idSeq(q);
       const r = await lab.runAsync(lab.ns.client, ['curl', '-sS', '--connect-timeout', '5', '-m', '10', '-o', '/dev/null',
         '-w', '%{time_total} %{size_download} %{local_port}', url], { timeoutMs: 15000 });
       const [t, got, lport] = r.stdout.trim().split(' ');
       if (Number(lport) > 0) portCfg.set(Number(lport), cfg);
-      if (timed && q !== null) queued.set(cfg, (queued.get(cfg) ?? 0) + idSeq(q) - before);
+      if (timed && !first && q !== null) queued.set(cfg, (queued.get(cfg) ?? 0) + idSeq(q) - before);
       if (r.status === 0 && Number(got) === size) {
-        if (timed) times.get(cfg)?.push(Number(t) * 1000);
+        if (timed) (first ? firstTimes : times).get(cfg)?.push(Number(t) * 1000);
       } else {
         failed.set(cfg, (failed.get(cfg) ?? 0) + 1);
         if (!firstFailure.has(cfg)) firstFailure.set(cfg, `exit ${r.status}: ${r.stderr.trim()}`);
       }
     };
-    // Interleaved: one transfer of each configuration per round, the order
-    // rotating, so that drift in the machine's load falls on all of them.
+    // Interleaved: each configuration in turn per round, the order rotating,
+    // so that drift in the machine's load falls on all of them.  After its
+    // ruleset is loaded, a first transfer (kept apart), then the timed one.
     const rounds = async (n: number, what: string): Promise<void> => {
       for (let i = 0; i < n; i++) {
         for (let j = 0; j < order.length; j++) {
           const cfg = order[(i + j) % order.length];
           apply(cfg);
+          await transfer(cfg, true);
           await transfer(cfg);
         }
         if ((i + 1) % 10 === 0) o.log(`  ${what}: ${i + 1}/${n} rounds`);
@@ -371,6 +383,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
         failed: f,
         medianMs: round(median(t)),
         p90Ms: round(percentile(t, 90)),
+        firstAfterReloadMs: (firstTimes.get(cfg)?.length ?? 0) > 0 ? round(median(firstTimes.get(cfg) ?? [])) : null,
         transitHoleUs: us(m.get(cfg)?.hole),
         transitOtherUs: us(m.get(cfg)?.other),
         firstFailure: firstFailure.get(cfg),
@@ -380,6 +393,8 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     const proxy = transfers.find((t) => t.config === 'ftp6proxy');
     const proxyData = transfers.find((t) => t.config === 'ftp6proxy-data');
     const proxySel = transfers.find((t) => t.config === 'ftp6proxy-sel');
+    const reloadRatio = (x: TransferFigures | undefined): number | null =>
+      open?.firstAfterReloadMs && x?.firstAfterReloadMs ? round(x.firstAfterReloadMs / open.firstAfterReloadMs) : null;
     const queuedPerTransfer: Partial<Record<Config, number>> = {};
     for (const [cfg, n] of queued) queuedPerTransfer[cfg] = round(n / o.transfers, 1);
     return {
@@ -387,6 +402,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       ratio: open && proxy && open.medianMs > 0 ? round(proxy.medianMs / open.medianMs) : null,
       ratioDataOnly: open && proxyData && open.medianMs > 0 ? round(proxyData.medianMs / open.medianMs) : null,
       ratioSelective: open && proxySel && proxySel.medianMs > 0 && open.medianMs > 0 ? round(proxySel.medianMs / open.medianMs) : null,
+      ratiosAfterReload: { ftp6proxy: reloadRatio(proxy), data: reloadRatio(proxyData), selective: reloadRatio(proxySel) },
       queuedPerTransfer,
       latencyHoleUs: lat ? us(lat.hole.map((x) => x * 1000)) : null,
       latencyOtherUs: lat ? us(lat.noHole.map((x) => x * 1000)) : null,

@@ -122,7 +122,8 @@ function rows(r: Results): string[][] {
       out.push([`Gateway transit of other control packets, ${x.config}`, sumText(x.transitOtherUs), '', '']);
     }
     for (const x of lab.transfers) {
-      out.push([`Transfer (curl, EPSV, IPv6), ${x.config}: median / p90`, `${fmt(x.medianMs, 2)} / ${fmt(x.p90Ms, 2)} ms (${x.transfers - x.failed}/${x.transfers} ok)`, '', '']);
+      const first = x.firstAfterReloadMs === null ? '' : `; first after reload ${fmt(x.firstAfterReloadMs, 2)}`;
+      out.push([`Transfer (curl, EPSV, IPv6), ${x.config}: median / p90`, `${fmt(x.medianMs, 2)} / ${fmt(x.p90Ms, 2)} ms (${x.transfers - x.failed}/${x.transfers} ok${first})`, '', '']);
     }
     out.push(['Transfer median ratio ftp6proxy / open', lab.ratio === null ? 'n/a' : fmt(lab.ratio, 3), `<= ${TARGETS.ratio}`,
       verdict(lab.ratio === null ? null : lab.ratio <= TARGETS.ratio)]);
@@ -130,6 +131,10 @@ function rows(r: Results): string[][] {
       verdict(lab.ratioDataOnly === null ? null : lab.ratioDataOnly <= TARGETS.ratio)]);
     out.push(['  the same, selective ruleset and ftp6proxy -s', lab.ratioSelective === null ? 'n/a' : fmt(lab.ratioSelective, 3), `<= ${TARGETS.ratio}`,
       verdict(lab.ratioSelective === null ? null : lab.ratioSelective <= TARGETS.ratio)]);
+    const rr = lab.ratiosAfterReload;
+    const r3 = (x: number | null): string => (x === null ? 'n/a' : fmt(x, 3));
+    out.push(['  the three ratios from the first transfer after each ruleset load (not a target)',
+      `${r3(rr.ftp6proxy)} / ${r3(rr.data)} / ${r3(rr.selective)}`, '', '']);
     out.push(['Packets queued per transfer (kernel count)', Object.entries(lab.queuedPerTransfer).map(([k, v]) => `${k} ${v}`).join(', ') || 'n/a', '', '']);
   }
   for (const m of r.memory) {

@@ -145,9 +145,15 @@ export class HoleManager {
     });
   }
 
+  /** The firewall call, bounded by `ms` unless the backend's own bound is as short. */
+  private within<T>(call: Promise<T>, ms: number): Promise<T> {
+    const own = this.o.firewall.settlesWithinMs;
+    return own !== undefined && own <= ms ? call : bounded(call, this.o.clock, ms);
+  }
+
   private async callOpen(slot: Slot): Promise<void> {
     try {
-      await bounded(this.o.firewall.open(slot.hole, this.o.timeoutSec), this.o.clock, this.o.callTimeoutMs);
+      await this.within(this.o.firewall.open(slot.hole, this.o.timeoutSec), this.o.callTimeoutMs);
     } catch (e) {
       // The packet goes on regardless; the hole is closed at its time as usual,
       // so whatever the firewall may have done half-way is undone then.
@@ -163,7 +169,7 @@ export class HoleManager {
     slot.closing = true;
     let done = false;
     try {
-      done = await bounded(firewall.close(h), clock, this.o.callTimeoutMs * 5);
+      done = await this.within(firewall.close(h), this.o.callTimeoutMs * 5);
       if (!done) logger.log('debug', `#${h.session} hole ${h.rule} still carries connections; closing later`);
     } catch (e) {
       this.s.failed++;
@@ -199,7 +205,7 @@ export class HoleManager {
     for (const slot of slots) {
       slot.timer?.cancel();
       try {
-        await bounded(this.o.firewall.close(slot.hole), this.o.clock, this.o.callTimeoutMs * 5);
+        await this.within(this.o.firewall.close(slot.hole), this.o.callTimeoutMs * 5);
       } catch (e) {
         this.o.logger.log('err', `#${slot.hole.session} hole ${slot.hole.rule}: close at stop failed: ${describe(e)}`);
       }

@@ -107,7 +107,7 @@ function writeU16H(b: Buffer, v: number, off: number): void {
   if (HOST_LE) b.writeUInt16LE(v, off);
   else b.writeUInt16BE(v, off);
 }
-function writeU32H(b: Buffer, v: number, off: number): void {
+export function writeU32H(b: Buffer, v: number, off: number): void {
   if (HOST_LE) b.writeUInt32LE(v >>> 0, off);
   else b.writeUInt32BE(v >>> 0, off);
 }
@@ -441,7 +441,8 @@ interface Pending {
   replies: NlMessage[];
   resolve: (m: NlMessage[]) => void;
   reject: (e: Error) => void;
-  timer: Timer;
+  /** armed only when the answer did not come with the send */
+  timer: Timer | null;
   what: string;
 }
 
@@ -559,16 +560,11 @@ export class NetlinkSocket {
         return;
       }
       const seqs = [ackSeq, ...alsoSeqs];
-      const timer = this.clock.setTimer(timeoutMs, () => {
-        for (const q of seqs) this.pending.delete(q);
-        reject(new FtpProxyError('netlink-timeout', `${what}: no answer from the kernel within ${timeoutMs} ms`));
-      });
-      const p: Pending = { seqs, replies: [], resolve, reject, timer, what };
+      const p: Pending = { seqs, replies: [], resolve, reject, timer: null, what };
       for (const q of seqs) this.pending.set(q, p);
       try {
         this.send(data);
       } catch (e) {
-        timer.cancel();
         for (const q of seqs) this.pending.delete(q);
         const code = (e as { code?: unknown }).code;
         reject(new FtpProxyError(typeof code === 'string' ? code : 'netlink-send', `${what}: ${(e as Error).message}`, { cause: e }));
@@ -579,6 +575,13 @@ export class NetlinkSocket {
       // than one turn of the event loop later.  The control packet is held
       // meanwhile, so this turn is hole latency.
       this.drain();
+      // Only a request still unanswered needs its time limit: the usual one
+      // costs no timer to arm and cancel.
+      if (this.pending.get(ackSeq) !== p) return;
+      p.timer = this.clock.setTimer(timeoutMs, () => {
+        for (const q of seqs) if (this.pending.get(q) === p) this.pending.delete(q);
+        reject(new FtpProxyError('netlink-timeout', `${what}: no answer from the kernel within ${timeoutMs} ms`));
+      });
     });
   }
 
@@ -599,7 +602,7 @@ export class NetlinkSocket {
     const all = new Set(this.pending.values());
     this.pending.clear();
     for (const p of all) {
-      p.timer.cancel();
+      p.timer?.cancel();
       p.reject(new FtpProxyError('netlink-closed', `${p.what}: netlink socket closed`));
     }
   }
@@ -665,7 +668,7 @@ export class NetlinkSocket {
   }
 
   private settle(p: Pending): void {
-    p.timer.cancel();
+    p.timer?.cancel();
     for (const q of p.seqs) this.pending.delete(q);
   }
 

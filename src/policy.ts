@@ -81,7 +81,7 @@ export function decide(conn: ControlConnection, ann: Announcement, limits: Polic
     session,
     via,
     hole: active
-      ? { family: conn.family, src: serverText, dst: clientText, port: ann.port }
-      : { family: conn.family, src: clientText, dst: serverText, port: ann.port },
+      ? { family: conn.family, src: serverText, dst: clientText, port: ann.port, srcBytes: conn.server, dstBytes: conn.client }
+      : { family: conn.family, src: clientText, dst: serverText, port: ann.port, srcBytes: conn.client, dstBytes: conn.server },
   };
 }

@@ -20,6 +20,13 @@ export interface HoleSpec {
   src: string;
   dst: string;
   port: number;
+  /**
+   * The same two addresses as bytes (4 or 16), when the maker has them (the
+   * policy takes them from the session): a backend that wants bytes uses
+   * these instead of parsing the text again.
+   */
+  srcBytes?: Uint8Array;
+  dstBytes?: Uint8Array;
 }
 
 /** A hole with its place in the pool. */
@@ -37,6 +44,12 @@ export interface Hole extends HoleSpec {
 export interface Firewall {
   /** module name for log lines */
   readonly kind: string;
+  /**
+   * Set when every call settles within this many ms by itself (a time limit
+   * of its own): the hole manager then arms no timer of its own for calls
+   * it allows at least as long.
+   */
+  readonly settlesWithinMs?: number;
   /** Check the firewall is configured as we need.  Throws with a message that says what to add. */
   check(): Promise<void>;
   /** Remove whatever a previous run left: the rule range, the anchors, the set elements. */

@@ -21,11 +21,14 @@ import {
   NetlinkSocket,
   NlBuilder,
   NlMessage,
-  attrMap,
+  NLA_HDRLEN,
+  NLA_TYPE_MASK,
+  align4,
   defaultClock,
   nfnlType,
+  readU16H,
 } from '../netlink';
-import { Clock, FtpProxyError, Logger, Packet, PacketHandler, PacketSource } from '../types';
+import { Clock, FtpProxyError, Logger, Packet, PacketHandler, PacketSource, Timer } from '../types';
 
 // ---- include/uapi/linux/netfilter/nfnetlink_queue.h ---------------------------
 /* enum nfqnl_msg_types */
@@ -121,19 +124,39 @@ export interface NfqPacket {
  */
 export function decodeNfqPacket(msg: NlMessage): NfqPacket | null {
   if (msg.type !== MSG_PACKET || msg.payload.length < 4) return null;
-  const queue = msg.payload.readUInt16BE(2); // nfgenmsg.res_id
-  const attrs = attrMap(msg.payload, 4);
-  if (attrs === null) return null;
-  const hdr = attrs.get(NFQA_PACKET_HDR);
-  if (hdr === undefined || hdr.length < 7) return null;
-  const mark = attrs.get(NFQA_MARK);
+  const b = msg.payload;
+  const queue = b.readUInt16BE(2); // nfgenmsg.res_id
+  // The three attributes we use, picked in one pass (attrMap's rules: a
+  // malformed attribute fails the message, the last of a type wins), with
+  // no list or map built for the others: this runs for every packet.
+  let hdrAt = -1;
+  let hdrLen = 0;
+  let markAt = -1;
+  let payAt = -1;
+  let payEnd = -1;
+  for (let off = 4; off < b.length; off += align4(readU16H(b, off))) {
+    if (off + NLA_HDRLEN > b.length) return null;
+    const len = readU16H(b, off);
+    if (len < NLA_HDRLEN || off + len > b.length) return null;
+    const type = readU16H(b, off + 2) & NLA_TYPE_MASK;
+    if (type === NFQA_PACKET_HDR) {
+      hdrAt = off + NLA_HDRLEN;
+      hdrLen = len - NLA_HDRLEN;
+    } else if (type === NFQA_MARK) {
+      markAt = len - NLA_HDRLEN >= 4 ? off + NLA_HDRLEN : -1;
+    } else if (type === NFQA_PAYLOAD) {
+      payAt = off + NLA_HDRLEN;
+      payEnd = off + len;
+    }
+  }
+  if (hdrAt < 0 || hdrLen < 7) return null;
   return {
     queue,
-    id: hdr.readUInt32BE(0),
-    hwProtocol: hdr.readUInt16BE(4),
-    hook: hdr[6],
-    mark: mark !== undefined && mark.length >= 4 ? mark.readUInt32BE(0) : 0,
-    payload: attrs.get(NFQA_PAYLOAD) ?? Buffer.alloc(0),
+    id: b.readUInt32BE(hdrAt),
+    hwProtocol: b.readUInt16BE(hdrAt + 4),
+    hook: b[hdrAt + 6],
+    mark: markAt >= 0 ? b.readUInt32BE(markAt) : 0,
+    payload: payAt >= 0 ? b.subarray(payAt, payEnd) : Buffer.alloc(0),
   };
 }
 
@@ -185,6 +208,10 @@ export class NfqueueSource implements PacketSource {
   private readonly vb = new NlBuilder(64);
   /** packet ids handed to the handler and not yet given their verdict */
   private readonly inFlight = new Set<number>();
+  /** packets held by a handler's promise, in arrival order: when to release them anyway */
+  private readonly held = new Map<number, { until: number; done: () => void }>();
+  /** the one backstop timer of all held packets, or null */
+  private backstop: Timer | null = null;
   private handler: PacketHandler | null = null;
   /** packets that arrived between open() and run(), held for the handler */
   private early: { id: number; mark: number; data: Uint8Array; time: number }[] = [];
@@ -315,22 +342,42 @@ export class NfqueueSource implements PacketSource {
     // A backstop: whatever the handler waits for, the control packet goes on
     // after holdLimitMs (the hole manager's own bound per firewall call is
     // shorter; this covers a packet that announced several holes).
-    const limit = this.clock.setTimer(this.holdLimitMs, () => {
-      if (!this.inFlight.has(id)) return;
-      this.logger.log('warning', `NFQUEUE ${this.queue}: packet ${id} released after ${this.holdLimitMs} ms without its holes`);
-      done();
-    });
+    this.held.set(id, { until: this.clock.now() + this.holdLimitMs, done });
+    if (this.backstop === null) this.armBackstop(this.holdLimitMs);
     (result as Promise<void>).then(
       () => {
-        limit.cancel();
+        this.held.delete(id);
         done();
       },
       (e: unknown) => {
-        limit.cancel();
+        this.held.delete(id);
         this.logger.log('err', `NFQUEUE ${this.queue}: packet handler failed: ${e instanceof Error ? e.message : String(e)}`);
         done();
       },
     );
+  }
+
+  /**
+   * One timer serves every held packet.  A packet released in time (the
+   * usual case) leaves it running rather than cancelling it: it fires at
+   * most once per holdLimitMs, and arms again only while packets are held.
+   */
+  private armBackstop(ms: number): void {
+    this.backstop = this.clock.setTimer(ms, () => {
+      this.backstop = null;
+      const now = this.clock.now();
+      for (const [id, h] of this.held) {
+        // arrival order is deadline order; 1 ms of slack for the clock's rounding
+        if (h.until > now + 1) {
+          this.armBackstop(h.until - now);
+          return;
+        }
+        this.held.delete(id);
+        if (!this.inFlight.has(id)) continue;
+        this.logger.log('warning', `NFQUEUE ${this.queue}: packet ${id} released after ${this.holdLimitMs} ms without its holes`);
+        h.done();
+      }
+    });
   }
 
   /** the verdict for a packet the handler had, unless close() already gave it */
@@ -354,6 +401,9 @@ export class NfqueueSource implements PacketSource {
   async close(): Promise<void> {
     if (this.closed && !this.sock.isOpen) return;
     this.closed = true;
+    this.held.clear();
+    this.backstop?.cancel();
+    this.backstop = null;
     if (this.sock.isOpen) {
       // Accept what the kernel already queued to us and what handlers hold:
       // unbinding would otherwise drop those packets.

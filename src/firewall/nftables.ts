@@ -22,6 +22,7 @@ import * as net from 'net';
 import { Native } from '../native';
 import {
   NETLINK_NETFILTER,
+  NFGENMSG_LEN,
   NFNL_SUBSYS_NFTABLES,
   NFPROTO_ARP,
   NFPROTO_BRIDGE,
@@ -32,6 +33,8 @@ import {
   NLM_F_ACK,
   NLM_F_CREATE,
   NLM_F_REQUEST,
+  NLA_HDRLEN,
+  NLMSG_HDRLEN,
   NetlinkSocket,
   NlBuilder,
   NlMessage,
@@ -40,6 +43,7 @@ import {
   attrU32be,
   nfnlType,
   writeBatch,
+  writeU32H,
 } from '../netlink';
 import { Family, Firewall, FtpProxyError, Hole, HoleSpec, Logger } from '../types';
 
@@ -88,6 +92,9 @@ export function concatType(types: number[]): number {
 }
 
 export const SET_NAMES: Record<Family, string> = { 4: 'ftp6proxy4', 6: 'ftp6proxy6' };
+/** what the error of a failed add or delete names */
+const ADD_WHAT: Record<Family, string> = { 4: `nft add element ${SET_NAMES[4]}`, 6: `nft add element ${SET_NAMES[6]}` };
+const DEL_WHAT: Record<Family, string> = { 4: `nft delete element ${SET_NAMES[4]}`, 6: `nft delete element ${SET_NAMES[6]}` };
 /** ipv4_addr . ipv4_addr . inet_service / ipv6_addr . ipv6_addr . inet_service */
 export const KEY_TYPES: Record<Family, number> = {
   4: concatType([TYPE_IPADDR, TYPE_IPADDR, TYPE_INET_SERVICE]),
@@ -186,11 +193,19 @@ function v6Bytes(s: string, out: Buffer, off: number): boolean {
 /**
  * The set key for a hole: src . dst . port in nft's register layout —
  * v4: 4 + 4 + 4 bytes, v6: 16 + 16 + 4, the port big-endian in the first
- * 2 bytes of its 4.  Writes into `out` (KEY_LENS[family] bytes).
+ * 2 bytes of its 4.  Writes into `out` (KEY_LENS[family] bytes).  The
+ * addresses come from the hole's bytes when it has them, else from its text.
  */
 export function encodeKey(h: HoleSpec, out: Buffer = Buffer.alloc(KEY_LENS[h.family])): Buffer {
   const alen = h.family === 4 ? 4 : 16;
-  const ok = h.family === 4 ? v4Bytes(h.src, out, 0) && v4Bytes(h.dst, out, 4) : v6Bytes(h.src, out, 0) && v6Bytes(h.dst, out, 16);
+  let ok: boolean;
+  if (h.srcBytes?.length === alen && h.dstBytes?.length === alen) {
+    out.set(h.srcBytes, 0);
+    out.set(h.dstBytes, alen);
+    ok = true;
+  } else {
+    ok = h.family === 4 ? v4Bytes(h.src, out, 0) && v4Bytes(h.dst, out, 4) : v6Bytes(h.src, out, 0) && v6Bytes(h.dst, out, 16);
+  }
   if (!ok || !Number.isInteger(h.port) || h.port < 0 || h.port > 65535) {
     throw new FtpProxyError('bad-hole', `bad hole ${h.src} -> ${h.dst}:${h.port} for IPv${h.family}`);
   }
@@ -223,6 +238,7 @@ export function encodeSetElemBatch(
   set: string,
   key: Buffer,
   timeoutMs: number | null,
+  where?: { key: number; timeout: number },
 ): number {
   let elemSeq = 0;
   writeBatch(b, seq, (bb, s) => {
@@ -234,14 +250,65 @@ export function encodeSetElemBatch(
       .str(NFTA_SET_ELEM_LIST_SET, set)
       .beginNest(NFTA_SET_ELEM_LIST_ELEMENTS)
       .beginNest(NFTA_LIST_ELEM)
-      .beginNest(NFTA_SET_ELEM_KEY)
-      .attr(NFTA_DATA_VALUE, key)
-      .endNest();
-    if (add) bb.u64be(NFTA_SET_ELEM_TIMEOUT, timeoutMs);
+      .beginNest(NFTA_SET_ELEM_KEY);
+    // nests and attributes start 4-aligned: the value follows its 4-byte header
+    if (where !== undefined) where.key = bb.length + NLA_HDRLEN;
+    bb.attr(NFTA_DATA_VALUE, key).endNest();
+    if (add) {
+      if (where !== undefined) where.timeout = bb.length + NLA_HDRLEN;
+      bb.u64be(NFTA_SET_ELEM_TIMEOUT, timeoutMs);
+    }
     bb.endNest().endNest().endMsg();
     return s;
   });
   return elemSeq;
+}
+
+/**
+ * The add (or delete) batch of one set, encoded once.  Holes differ only in
+ * their sequence numbers, key and timeout, so fill() writes those in place:
+ * the bytes are encodeSetElemBatch's (test/unit/nftables-encode.test.ts
+ * compares them), without building the messages again for every hole.
+ */
+export class SetElemBatch {
+  private readonly buf: Buffer;
+  private readonly keyAt: number;
+  private readonly keyLen: number;
+  private readonly timeoutAt: number;
+  private readonly endAt: number;
+
+  constructor(t: { family: number; name: string }, set: string, keyLen: number, add: boolean) {
+    const b = new NlBuilder(256);
+    const where = { key: -1, timeout: -1 };
+    encodeSetElemBatch(b, 0, t, set, Buffer.alloc(keyLen), add ? 0 : null, where);
+    this.buf = Buffer.from(b.bytes());
+    this.keyAt = where.key;
+    this.keyLen = keyLen;
+    this.timeoutAt = where.timeout;
+    // BEGIN and END are a bare nlmsghdr + nfgenmsg each
+    this.endAt = this.buf.length - NLMSG_HDRLEN - NFGENMSG_LEN;
+  }
+
+  /**
+   * The batch for `key`, BEGIN numbered `seq` (the element message is seq + 1,
+   * END seq + 2).  `timeoutMs` is ignored by a delete batch.  The returned
+   * bytes are valid until the next fill.
+   */
+  fill(seq: number, key: Buffer, timeoutMs = 0): Buffer {
+    if (key.length !== this.keyLen) throw new FtpProxyError('bad-hole', `key of ${key.length} bytes, set wants ${this.keyLen}`);
+    const b = this.buf;
+    writeU32H(b, seq, 8); // nlmsg_seq: offset 8 in struct nlmsghdr
+    writeU32H(b, seq + 1, NLMSG_HDRLEN + NFGENMSG_LEN + 8);
+    writeU32H(b, seq + 2, this.endAt + 8);
+    key.copy(b, this.keyAt);
+    if (this.timeoutAt >= 0) {
+      // __be64 milliseconds, as NlBuilder.u64be writes it
+      const ms = Math.max(0, Math.floor(timeoutMs));
+      b.writeUInt32BE(Math.floor(ms / 0x100000000) >>> 0, this.timeoutAt);
+      b.writeUInt32BE(ms >>> 0, this.timeoutAt + 4);
+    }
+    return b;
+  }
 }
 
 /**
@@ -317,6 +384,8 @@ export interface NftablesOptions {
 
 export class NftablesFirewall implements Firewall {
   readonly kind = 'nftables';
+  /** every request settles within its ACK wait (NetlinkSocket.request) */
+  readonly settlesWithinMs: number;
   private readonly table: NftTable;
   private readonly spec: string;
   private readonly logger: Logger;
@@ -325,13 +394,21 @@ export class NftablesFirewall implements Firewall {
   /** reused for every request: sendto copies it synchronously */
   private readonly b = new NlBuilder(512);
   private readonly keys: Record<Family, Buffer> = { 4: Buffer.alloc(KEY_LENS[4]), 6: Buffer.alloc(KEY_LENS[6]) };
+  /** the add and delete batches of each family's set, encoded once */
+  private readonly batches: Record<Family, { add: SetElemBatch; del: SetElemBatch }>;
 
   constructor(opts: NftablesOptions) {
     this.spec = opts.table;
     this.table = parseTable(opts.table);
     this.logger = opts.logger;
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 1000;
+    this.settlesWithinMs = this.ackTimeoutMs;
     this.sock = new NetlinkSocket({ native: opts.native, logger: opts.logger });
+    const batches = (f: Family): { add: SetElemBatch; del: SetElemBatch } => ({
+      add: new SetElemBatch(this.table, SET_NAMES[f], KEY_LENS[f], true),
+      del: new SetElemBatch(this.table, SET_NAMES[f], KEY_LENS[f], false),
+    });
+    this.batches = { 4: batches(4), 6: batches(6) };
   }
 
   private where(): string {
@@ -409,8 +486,8 @@ export class NftablesFirewall implements Firewall {
     this.ensureOpen();
     const key = encodeKey(hole, this.keys[hole.family]);
     const seq = this.sock.nextSeq(3);
-    const ack = encodeSetElemBatch(this.b.reset(), seq, this.table, SET_NAMES[hole.family], key, Math.max(1, Math.round(timeoutSec * 1000)));
-    await this.sock.request(this.b.bytes(), ack, this.ackTimeoutMs, `nft add element ${SET_NAMES[hole.family]}`, [seq, ack + 1]);
+    const batch = this.batches[hole.family].add.fill(seq, key, Math.max(1, Math.round(timeoutSec * 1000)));
+    await this.sock.request(batch, seq + 1, this.ackTimeoutMs, ADD_WHAT[hole.family], [seq, seq + 2]);
   }
 
   /** nft delete element <table> ftp6proxyN { src . dst . port }; gone already is fine */
@@ -419,9 +496,9 @@ export class NftablesFirewall implements Firewall {
     this.ensureOpen();
     const key = encodeKey(hole, this.keys[hole.family]);
     const seq = this.sock.nextSeq(3);
-    const ack = encodeSetElemBatch(this.b.reset(), seq, this.table, SET_NAMES[hole.family], key, null);
+    const batch = this.batches[hole.family].del.fill(seq, key);
     try {
-      await this.sock.request(this.b.bytes(), ack, this.ackTimeoutMs, `nft delete element ${SET_NAMES[hole.family]}`, [seq, ack + 1]);
+      await this.sock.request(batch, seq + 1, this.ackTimeoutMs, DEL_WHAT[hole.family], [seq, seq + 2]);
     } catch (e) {
       // ENOENT: the element timed out, or a one-shot rule deleted it on use.
       if ((e as FtpProxyError).code !== 'ENOENT') throw e;

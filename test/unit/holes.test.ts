@@ -73,6 +73,26 @@ test('a hanging firewall call is given up after the bounded wait', async () => {
   assert.ok(logs.some(([, m]) => m.includes('no answer within 1000 ms')));
 });
 
+test('a backend bounded by itself (settlesWithinMs) gets no timer of the manager; a longer own bound is still cut short', async () => {
+  const waits: number[] = [];
+  const clock = new VirtualClock(1000);
+  const counting = { now: () => clock.now(), setTimer: (ms: number, fn: () => void) => { waits.push(ms); return clock.setTimer(ms, fn); } };
+  const logs: string[] = [];
+  const make = (fw: RecordingFirewall) =>
+    new HoleManager({ firewall: fw, clock: counting, logger: { log: (_l, m) => logs.push(m) }, base: 1, count: 4, timeoutSec: 2 });
+  const quick = Object.assign(new RecordingFirewall(), { settlesWithinMs: 1000 });
+  await make(quick).request(1, '229', spec(40001));
+  assert.equal(waits, [2000], 'only the -t timer of the hole');
+  waits.length = 0;
+  const slow = Object.assign(new RecordingFirewall({ hangOpen: true }), { settlesWithinMs: 5000 });
+  const p = make(slow).request(1, '229', spec(40002));
+  await flush();
+  assert.equal(waits, [2000, 1000], 'its own 5 s is longer than the 1 s the packet may wait');
+  clock.advance(clock.now() + 1000);
+  assert.ok(await p);
+  assert.ok(logs.some((m) => m.includes('no answer within 1000 ms')));
+});
+
 test('pending holes per session are counted', async () => {
   const { hm, clock } = setup();
   await hm.request(7, '229', spec(40001));

@@ -237,6 +237,47 @@ test('hostile NFQUEUE packets decode to null, never throw', () => {
   assert.is(p?.payload.length, 0);
 });
 
+test('decodeNfqPacket reads what attrMap reads, on 5,000 mutated messages (one pass, same rules)', () => {
+  // the reading decodeNfqPacket had before its single pass: kept here as the reference
+  const reference = (m: NlMessage): unknown => {
+    if (m.type !== 0x0300 || m.payload.length < 4) return null;
+    const attrs = attrMap(m.payload, 4);
+    const hdr = attrs?.get(1);
+    if (attrs === null || hdr === undefined || hdr.length < 7) return null;
+    const mark = attrs.get(3);
+    return {
+      queue: m.payload.readUInt16BE(2), id: hdr.readUInt32BE(0), hwProtocol: hdr.readUInt16BE(4), hook: hdr[6],
+      mark: mark !== undefined && mark.length >= 4 ? mark.readUInt32BE(0) : 0,
+      payload: (attrs.get(10) ?? Buffer.alloc(0)).toString('hex'),
+    };
+  };
+  const read = (m: NlMessage): unknown => {
+    const p = decodeNfqPacket(m);
+    return p === null ? null : { ...p, payload: p.payload.toString('hex') };
+  };
+  // PACKET_HDR, MARK, PAYLOAD, then a second MARK (the last one wins)
+  const base = hex(`02 00 27 14  0b 00 01 00  00 00 00 2a 08 00 03 00  08 00 03 00  00 00 00 05
+    0c 00 0a 00  45 00 00 08 de ad be ef  08 00 03 00  00 00 01 00`);
+  let seed = 7;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  let decoded = 0;
+  for (let i = 0; i < 5000; i++) {
+    const b = Buffer.from(base.subarray(0, base.length - (i % 7 === 0 ? rnd(base.length) : 0)));
+    for (let k = 1 + rnd(3); k > 0 && b.length > 0; k--) b[rnd(b.length)] = rnd(4) === 0 ? rnd(256) : b[rnd(b.length)];
+    const m: NlMessage = { type: 0x0300, flags: 0, seq: 0, pid: 0, payload: b };
+    const want = reference(m);
+    assert.equal(read(m), want, b.toString('hex'));
+    if (want !== null) decoded++;
+  }
+  assert.ok(decoded > 500 && decoded < 4900, `both outcomes exercised (${decoded} decoded)`);
+  assert.equal(read({ type: 0x0300, flags: 0, seq: 0, pid: 0, payload: base }), {
+    queue: 10004, id: 42, hwProtocol: 0x0800, hook: 3, mark: 0x100, payload: '45000008deadbeef',
+  });
+});
+
 test('parseAttrs/attrMap: nested flag reported, malformed input gives null', () => {
   const a = parseAttrs(hex('08 00 03 80  01 02 03 04  05 00 01 00  ff 00 00 00'));
   assert.equal(
@@ -401,6 +442,30 @@ test('NetlinkSocket.request: resolves on ACK with the replies, rejects with the 
   }
   s.close();
   assert.ok(fake.closed);
+});
+
+test('NetlinkSocket.request: an answer read with the send arms no timer; a later answer cancels the one it armed', async () => {
+  const fake = new FakeNative();
+  const clock = new FakeClock();
+  const s = new NetlinkSocket({ native: fake.asNative(), clock });
+  s.open(12);
+  const b = new NlBuilder();
+  // the kernel answers within sendto (nfnetlink): read by request's own drain
+  fake.onSend = (d) => void fake.inbox.push(errorMsg(0, seqOf(d)));
+  let seq = s.nextSeq();
+  await s.request(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq, 100);
+  assert.is(clock.timers.length, 0, 'no timer for an answer that came with the send');
+  // no answer yet: a timer is armed, and the answer arriving later cancels it
+  fake.onSend = () => undefined;
+  seq = s.nextSeq();
+  const p = s.request(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq, 100);
+  assert.is(clock.timers.length, 1);
+  assert.ok(clock.timers[0].live);
+  fake.deliver(errorMsg(0, seq));
+  await p;
+  assert.not.ok(clock.timers[0].live, 'cancelled by the answer');
+  clock.advance(1000); // nothing left to fire
+  s.close();
 });
 
 test('NetlinkSocket: ENOBUFS is an overrun and the loop goes on; another error is fatal', () => {

@@ -3,6 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FakeNetlinkNative, nfqPacketMessage } from '../fuzz/fakes';
 import { NfqueueSource, DEFAULT_HOLD_LIMIT_MS } from '../../src/capture/nfqueue';
+import { VirtualClock } from '../../src/clock';
 import { Level } from '../../src/types';
 
 test('a packet whose handler never settles is released after holdLimitMs, exactly once, and logged', async () => {
@@ -21,6 +22,47 @@ test('a packet whose handler never settles is released after holdLimitMs, exactl
   await src.close();
   await running;
   assert.equal(k.verdicts, [7], 'not released a second time at close');
+});
+
+test('one backstop timer serves every held packet: not cancelled per packet, armed again only while packets are held', async () => {
+  const clock = new VirtualClock(0);
+  const waits: number[] = [];
+  const counting = { now: () => clock.now(), setTimer: (ms: number, fn: () => void) => { waits.push(ms); return clock.setTimer(ms, fn); } };
+  const k = new FakeNetlinkNative();
+  const lines: string[] = [];
+  const src = new NfqueueSource({ queue: 3, logger: { log: (l: Level, m: string) => lines.push(`${l}: ${m}`) }, native: k.native, clock: counting, holdLimitMs: 150 });
+  await src.open();
+  waits.length = 0; // whatever open() armed for its own requests
+  let settle: () => void = () => undefined;
+  const running = src.run((pkt) => (pkt.data[19] === 2 ? new Promise<void>((r) => (settle = r)) : new Promise<void>(() => undefined)));
+  const ip = (last: number): Uint8Array => Uint8Array.from([0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 1, 10, 198, 18, 2, last]);
+  const tick = async (): Promise<void> => { for (let i = 0; i < 10; i++) await Promise.resolve(); };
+  const io = (): Promise<void> => new Promise((r) => setTimeout(r, 5)); // the fake delivers on a later turn
+  k.inject(nfqPacketMessage(3, 1, ip(1))); // never settles
+  k.inject(nfqPacketMessage(3, 2, ip(2))); // settles in time
+  await io();
+  assert.equal(waits, [150], 'one timer for both');
+  clock.advance(10);
+  settle();
+  await tick();
+  assert.equal(k.verdicts, [2]);
+  clock.advance(110); // VirtualClock.advance takes the time to move to
+  k.inject(nfqPacketMessage(3, 3, ip(3))); // never settles, held from t=110
+  await io();
+  assert.equal(waits, [150], 'still the same timer');
+  clock.advance(150);
+  assert.equal(k.verdicts, [2, 1], 'packet 1 at its limit');
+  assert.equal(waits, [150, 110], 'armed again for packet 3 only');
+  clock.advance(259);
+  assert.equal(k.verdicts, [2, 1]);
+  clock.advance(260);
+  assert.equal(k.verdicts, [2, 1, 3]);
+  assert.equal(lines.filter((l) => l.includes('released after 150 ms')).length, 2);
+  clock.advance(10000);
+  assert.equal(waits, [150, 110], 'nothing held: no timer');
+  await src.close();
+  await running;
+  assert.equal(k.verdicts, [2, 1, 3]);
 });
 
 test('selective queueing: the verdict carries the packet mark with the -s bit set or cleared, other bits kept', async () => {

@@ -24,6 +24,7 @@ import {
   encodeSetElemBatch,
   nftConfigSnippet,
   parseTable,
+  SetElemBatch,
   setProblem,
 } from '../../src/firewall/nftables';
 import { NlBuilder, NlMessage } from '../../src/netlink';
@@ -75,6 +76,45 @@ test('bad holes are refused, not encoded', () => {
     { family: 6, src: 'fd00::1', dst: 'fd00:::2', port: 2000 },
   ];
   for (const h of bad) assert.throws(() => encodeKey(h), (e: unknown) => e instanceof FtpProxyError && e.code === 'bad-hole');
+});
+
+test('set keys from a hole with address bytes equal those from its text; bytes of the wrong size are not used', () => {
+  const v4 = (t: string): Uint8Array => Uint8Array.from(t.split('.').map(Number));
+  const withBytes4: HoleSpec = { ...H4, srcBytes: v4(H4.src), dstBytes: v4(H4.dst) };
+  eqBytes(encodeKey(withBytes4), encodeKey(H4));
+  const six = (k: number): Uint8Array => Uint8Array.from(hex(`fd00000${k}000000000000000000000${k}`));
+  eqBytes(encodeKey({ ...H6, srcBytes: six(1), dstBytes: Uint8Array.from(hex('fd000002000000000000000000000002')) }), encodeKey(H6));
+  // 4 bytes on an IPv6 hole: the text is parsed instead
+  eqBytes(encodeKey({ ...H6, srcBytes: v4('198.18.0.1'), dstBytes: v4('198.18.0.2') }), encodeKey(H6));
+  // and the text still has to be an address of the family when the bytes are not used
+  assert.throws(() => encodeKey({ ...H4, src: 'fd00::1', srcBytes: new Uint8Array(3) }), (e: unknown) => e instanceof FtpProxyError && e.code === 'bad-hole');
+});
+
+test('SetElemBatch.fill gives encodeSetElemBatch\'s bytes (add and delete, both families, any seq/key/timeout)', () => {
+  let seed = 11;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  for (const family of [4, 6] as const) {
+    const set = `ftp6proxy${family}`;
+    const add = new SetElemBatch(INET_FILTER, set, KEY_LENS[family], true);
+    const del = new SetElemBatch(INET_FILTER, set, KEY_LENS[family], false);
+    const seqs = [1, 0x7ffffffe, 0xfffffffd, 123456789];
+    for (let i = 0; i < 200; i++) {
+      const key = Buffer.alloc(KEY_LENS[family]);
+      for (let j = 0; j < key.length; j++) key[j] = rnd(256);
+      const seq = i < seqs.length ? seqs[i] : rnd(0x7fffffff) + 1;
+      const ms = [1, 2000, 3600000, 0x1ffffffff][i % 4];
+      const b = new NlBuilder(64);
+      const ack = encodeSetElemBatch(b, seq, INET_FILTER, set, key, ms);
+      assert.is(ack, seq + 1);
+      eqBytes(add.fill(seq, key, ms), b.bytes());
+      encodeSetElemBatch(b.reset(), seq, INET_FILTER, set, key, null);
+      eqBytes(del.fill(seq, key), b.bytes());
+    }
+    assert.throws(() => add.fill(1, Buffer.alloc(KEY_LENS[family] + 1), 2000), (e: unknown) => e instanceof FtpProxyError && e.code === 'bad-hole');
+  }
 });
 
 test('NEWSETELEM batch for an IPv4 hole, 2 s timeout', () => {
