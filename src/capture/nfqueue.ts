@@ -367,9 +367,12 @@ export class NfqueueSource implements PacketSource {
       this.backstop = null;
       const now = this.clock.now();
       for (const [id, h] of this.held) {
-        // arrival order is deadline order; 1 ms of slack for the clock's rounding
-        if (h.until > now + 1) {
-          this.armBackstop(h.until - now);
+        // Arrival order is deadline order; 1 ms of slack for the clock's
+        // rounding.  A deadline further than holdLimitMs away means the wall
+        // clock went back: that packet has waited long enough too.
+        const left = h.until - now;
+        if (left > 1 && left <= this.holdLimitMs) {
+          this.armBackstop(left);
           return;
         }
         this.held.delete(id);

@@ -65,6 +65,24 @@ test('one backstop timer serves every held packet: not cancelled per packet, arm
   assert.equal(k.verdicts, [2, 1, 3]);
 });
 
+test('the backstop survives the wall clock going back: a held packet is not kept for the jump', async () => {
+  const timers = new VirtualClock(0);
+  let wall = 1_000_000;
+  const clock = { now: () => wall, setTimer: (ms: number, fn: () => void) => timers.setTimer(ms, fn) };
+  const k = new FakeNetlinkNative();
+  const src = new NfqueueSource({ queue: 3, logger: { log: () => undefined }, native: k.native, clock, holdLimitMs: 150 });
+  await src.open();
+  const running = src.run(() => new Promise<void>(() => undefined));
+  const ip = Uint8Array.from([0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 1, 10, 198, 18, 2, 10]);
+  k.inject(nfqPacketMessage(3, 1, ip));
+  await new Promise((r) => setTimeout(r, 5));
+  wall -= 3_600_000; // an hour back
+  timers.advance(150);
+  assert.equal(k.verdicts, [1], 'released at its time, not an hour later');
+  await src.close();
+  await running;
+});
+
 test('selective queueing: the verdict carries the packet mark with the -s bit set or cleared, other bits kept', async () => {
   const ip = Uint8Array.from([0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 1, 10, 198, 18, 2, 10]);
   const run = async (seeAllMark: number | undefined, cases: Array<[number, boolean | undefined]>): Promise<Array<number | undefined>> => {
