@@ -125,14 +125,14 @@ function rows(r: Results): string[][] {
       const first = x.firstAfterReloadMs === null ? '' : `; first after reload ${fmt(x.firstAfterReloadMs, 2)}`;
       out.push([`Transfer (curl, EPSV, IPv6), ${x.config}: median / p90`, `${fmt(x.medianMs, 2)} / ${fmt(x.p90Ms, 2)} ms (${x.transfers - x.failed}/${x.transfers} ok${first})`, '', '']);
     }
-    out.push(['Transfer median ratio ftp6proxy / open', lab.ratio === null ? 'n/a' : fmt(lab.ratio, 3), `<= ${TARGETS.ratio}`,
+    const r3 = (x: number | null): string => (x === null ? 'n/a' : fmt(x, 3));
+    out.push(['Transfer median ratio ftp6proxy / open', r3(lab.ratio), `<= ${TARGETS.ratio}`,
       verdict(lab.ratio === null ? null : lab.ratio <= TARGETS.ratio)]);
-    out.push(['  the same, queue rules for data segments only (xt_u32)', lab.ratioDataOnly === null ? 'n/a' : fmt(lab.ratioDataOnly, 3), `<= ${TARGETS.ratio}`,
+    out.push(['  the same, queue rules for data segments only (xt_u32)', r3(lab.ratioDataOnly), `<= ${TARGETS.ratio}`,
       verdict(lab.ratioDataOnly === null ? null : lab.ratioDataOnly <= TARGETS.ratio)]);
-    out.push(['  the same, selective ruleset and ftp6proxy -s', lab.ratioSelective === null ? 'n/a' : fmt(lab.ratioSelective, 3), `<= ${TARGETS.ratio}`,
+    out.push(['  the same, selective ruleset and ftp6proxy -s', r3(lab.ratioSelective), `<= ${TARGETS.ratio}`,
       verdict(lab.ratioSelective === null ? null : lab.ratioSelective <= TARGETS.ratio)]);
     const rr = lab.ratiosAfterReload;
-    const r3 = (x: number | null): string => (x === null ? 'n/a' : fmt(x, 3));
     out.push(['  the three ratios from the first transfer after each ruleset load (not a target)',
       `${r3(rr.ftp6proxy)} / ${r3(rr.data)} / ${r3(rr.selective)}`, '', '']);
     out.push(['Packets queued per transfer (kernel count)', Object.entries(lab.queuedPerTransfer).map(([k, v]) => `${k} ${v}`).join(', ') || 'n/a', '', '']);

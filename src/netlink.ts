@@ -111,6 +111,14 @@ export function writeU32H(b: Buffer, v: number, off: number): void {
   if (HOST_LE) b.writeUInt32LE(v >>> 0, off);
   else b.writeUInt32BE(v >>> 0, off);
 }
+/** a big-endian u64 (netfilter's __be64) from a number: floored, negative as 0 */
+export function writeU64BE(b: Buffer, v: number, off: number): void {
+  const n = Math.max(0, Math.floor(v));
+  if (!(n < 2 ** 64)) throw new RangeError(`${v} does not fit in 64 bits`);
+  // two 32-bit halves, each exact, without allocating a BigInt
+  b.writeUInt32BE(Math.floor(n / 0x100000000) >>> 0, off);
+  b.writeUInt32BE(n >>> 0, off + 4);
+}
 
 /** struct sockaddr_nl for the kernel (pid 0, no multicast groups). */
 export function sockaddrNl(pid = 0, groups = 0): Buffer {
@@ -241,7 +249,7 @@ export class NlBuilder {
     this.ensure(12);
     writeU16H(this.buf, 12, this.pos);
     writeU16H(this.buf, type, this.pos + 2);
-    this.buf.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(v))), this.pos + 4);
+    writeU64BE(this.buf, v, this.pos + 4);
     this.pos += 12;
     return this;
   }
@@ -327,20 +335,30 @@ export interface NlAttr {
  */
 export function parseAttrs(buf: Buffer, offset = 0): NlAttr[] | null {
   const out: NlAttr[] = [];
+  const ok = walkAttrs(buf, offset, (type, nested, start, end) => {
+    out.push({ type, nested, data: buf.subarray(start, end) });
+  });
+  return ok ? out : null;
+}
+
+/**
+ * Visit each attribute from `offset` on: its type (without the flags),
+ * whether it is nested, and where its data starts and ends in `buf`.
+ * Returns false at the first malformed header (short, or claiming more
+ * bytes than there are), after visiting the ones before it.  Builds
+ * nothing: the per-packet decoders use it directly.
+ */
+export function walkAttrs(buf: Buffer, offset: number, visit: (type: number, nested: boolean, start: number, end: number) => void): boolean {
   let off = offset;
   while (off < buf.length) {
-    if (off + NLA_HDRLEN > buf.length) return null;
+    if (off + NLA_HDRLEN > buf.length) return false;
     const len = readU16H(buf, off);
     const rawType = readU16H(buf, off + 2);
-    if (len < NLA_HDRLEN || off + len > buf.length) return null;
-    out.push({
-      type: rawType & NLA_TYPE_MASK,
-      nested: (rawType & NLA_F_NESTED) !== 0,
-      data: buf.subarray(off + NLA_HDRLEN, off + len),
-    });
+    if (len < NLA_HDRLEN || off + len > buf.length) return false;
+    visit(rawType & NLA_TYPE_MASK, (rawType & NLA_F_NESTED) !== 0, off + NLA_HDRLEN, off + len);
     off += align4(len);
   }
-  return out;
+  return true;
 }
 
 /** attributes by type (last one wins), or null when malformed */

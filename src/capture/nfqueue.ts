@@ -21,12 +21,9 @@ import {
   NetlinkSocket,
   NlBuilder,
   NlMessage,
-  NLA_HDRLEN,
-  NLA_TYPE_MASK,
-  align4,
   defaultClock,
   nfnlType,
-  readU16H,
+  walkAttrs,
 } from '../netlink';
 import { Clock, FtpProxyError, Logger, Packet, PacketHandler, PacketSource, Timer } from '../types';
 
@@ -134,22 +131,18 @@ export function decodeNfqPacket(msg: NlMessage): NfqPacket | null {
   let markAt = -1;
   let payAt = -1;
   let payEnd = -1;
-  for (let off = 4; off < b.length; off += align4(readU16H(b, off))) {
-    if (off + NLA_HDRLEN > b.length) return null;
-    const len = readU16H(b, off);
-    if (len < NLA_HDRLEN || off + len > b.length) return null;
-    const type = readU16H(b, off + 2) & NLA_TYPE_MASK;
+  const ok = walkAttrs(b, 4, (type, _nested, start, end) => {
     if (type === NFQA_PACKET_HDR) {
-      hdrAt = off + NLA_HDRLEN;
-      hdrLen = len - NLA_HDRLEN;
+      hdrAt = start;
+      hdrLen = end - start;
     } else if (type === NFQA_MARK) {
-      markAt = len - NLA_HDRLEN >= 4 ? off + NLA_HDRLEN : -1;
+      markAt = end - start >= 4 ? start : -1;
     } else if (type === NFQA_PAYLOAD) {
-      payAt = off + NLA_HDRLEN;
-      payEnd = off + len;
+      payAt = start;
+      payEnd = end;
     }
-  }
-  if (hdrAt < 0 || hdrLen < 7) return null;
+  });
+  if (!ok || hdrAt < 0 || hdrLen < 7) return null;
   return {
     queue,
     id: b.readUInt32BE(hdrAt),

@@ -44,6 +44,7 @@ import {
   nfnlType,
   writeBatch,
   writeU32H,
+  writeU64BE,
 } from '../netlink';
 import { Family, Firewall, FtpProxyError, Hole, HoleSpec, Logger } from '../types';
 
@@ -92,9 +93,6 @@ export function concatType(types: number[]): number {
 }
 
 export const SET_NAMES: Record<Family, string> = { 4: 'ftp6proxy4', 6: 'ftp6proxy6' };
-/** what the error of a failed add or delete names */
-const ADD_WHAT: Record<Family, string> = { 4: `nft add element ${SET_NAMES[4]}`, 6: `nft add element ${SET_NAMES[6]}` };
-const DEL_WHAT: Record<Family, string> = { 4: `nft delete element ${SET_NAMES[4]}`, 6: `nft delete element ${SET_NAMES[6]}` };
 /** ipv4_addr . ipv4_addr . inet_service / ipv6_addr . ipv6_addr . inet_service */
 export const KEY_TYPES: Record<Family, number> = {
   4: concatType([TYPE_IPADDR, TYPE_IPADDR, TYPE_INET_SERVICE]),
@@ -271,6 +269,8 @@ export function encodeSetElemBatch(
  * compares them), without building the messages again for every hole.
  */
 export class SetElemBatch {
+  /** what an error of this batch names, as nft(8) would say it */
+  readonly what: string;
   private readonly buf: Buffer;
   private readonly keyAt: number;
   private readonly keyLen: number;
@@ -282,6 +282,7 @@ export class SetElemBatch {
     const where = { key: -1, timeout: -1 };
     encodeSetElemBatch(b, 0, t, set, Buffer.alloc(keyLen), add ? 0 : null, where);
     this.buf = Buffer.from(b.bytes());
+    this.what = `nft ${add ? 'add' : 'delete'} element ${set}`;
     this.keyAt = where.key;
     this.keyLen = keyLen;
     this.timeoutAt = where.timeout;
@@ -301,12 +302,7 @@ export class SetElemBatch {
     writeU32H(b, seq + 1, NLMSG_HDRLEN + NFGENMSG_LEN + 8);
     writeU32H(b, seq + 2, this.endAt + 8);
     key.copy(b, this.keyAt);
-    if (this.timeoutAt >= 0) {
-      // __be64 milliseconds, as NlBuilder.u64be writes it
-      const ms = Math.max(0, Math.floor(timeoutMs));
-      b.writeUInt32BE(Math.floor(ms / 0x100000000) >>> 0, this.timeoutAt);
-      b.writeUInt32BE(ms >>> 0, this.timeoutAt + 4);
-    }
+    if (this.timeoutAt >= 0) writeU64BE(b, timeoutMs, this.timeoutAt); // as NlBuilder.u64be
     return b;
   }
 }
@@ -384,8 +380,6 @@ export interface NftablesOptions {
 
 export class NftablesFirewall implements Firewall {
   readonly kind = 'nftables';
-  /** every request settles within its ACK wait (NetlinkSocket.request) */
-  readonly settlesWithinMs: number;
   private readonly table: NftTable;
   private readonly spec: string;
   private readonly logger: Logger;
@@ -402,13 +396,17 @@ export class NftablesFirewall implements Firewall {
     this.table = parseTable(opts.table);
     this.logger = opts.logger;
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 1000;
-    this.settlesWithinMs = this.ackTimeoutMs;
     this.sock = new NetlinkSocket({ native: opts.native, logger: opts.logger });
     const batches = (f: Family): { add: SetElemBatch; del: SetElemBatch } => ({
       add: new SetElemBatch(this.table, SET_NAMES[f], KEY_LENS[f], true),
       del: new SetElemBatch(this.table, SET_NAMES[f], KEY_LENS[f], false),
     });
     this.batches = { 4: batches(4), 6: batches(6) };
+  }
+
+  /** every request settles within its ACK wait (NetlinkSocket.request) */
+  get settlesWithinMs(): number {
+    return this.ackTimeoutMs;
   }
 
   private where(): string {
@@ -486,8 +484,8 @@ export class NftablesFirewall implements Firewall {
     this.ensureOpen();
     const key = encodeKey(hole, this.keys[hole.family]);
     const seq = this.sock.nextSeq(3);
-    const batch = this.batches[hole.family].add.fill(seq, key, Math.max(1, Math.round(timeoutSec * 1000)));
-    await this.sock.request(batch, seq + 1, this.ackTimeoutMs, ADD_WHAT[hole.family], [seq, seq + 2]);
+    const add = this.batches[hole.family].add;
+    await this.sock.request(add.fill(seq, key, Math.max(1, Math.round(timeoutSec * 1000))), seq + 1, this.ackTimeoutMs, add.what, [seq, seq + 2]);
   }
 
   /** nft delete element <table> ftp6proxyN { src . dst . port }; gone already is fine */
@@ -496,9 +494,9 @@ export class NftablesFirewall implements Firewall {
     this.ensureOpen();
     const key = encodeKey(hole, this.keys[hole.family]);
     const seq = this.sock.nextSeq(3);
-    const batch = this.batches[hole.family].del.fill(seq, key);
+    const del = this.batches[hole.family].del;
     try {
-      await this.sock.request(batch, seq + 1, this.ackTimeoutMs, DEL_WHAT[hole.family], [seq, seq + 2]);
+      await this.sock.request(del.fill(seq, key), seq + 1, this.ackTimeoutMs, del.what, [seq, seq + 2]);
     } catch (e) {
       // ENOENT: the element timed out, or a one-shot rule deleted it on use.
       if ((e as FtpProxyError).code !== 'ENOENT') throw e;

@@ -34,6 +34,7 @@ import {
   parseMessages,
   sockaddrNl,
   writeBatch,
+  writeU64BE,
 } from '../../src/netlink';
 import { Clock, FtpProxyError, Level, Timer } from '../../src/types';
 
@@ -82,6 +83,22 @@ test('attributes: header in host order, payload padded to 4 bytes', () => {
       0c 00 04 00  00 00 00 00 00 00 07 d0                  # 2000 as __be64
     `),
   );
+});
+
+test('writeU64BE: big-endian, floored, negative as 0, above 2^32 exact, 2^64 and up refused', () => {
+  const at = (v: number): string => {
+    const b = Buffer.alloc(8);
+    writeU64BE(b, v, 0);
+    return b.toString('hex');
+  };
+  assert.is(at(2000), '00000000000007d0');
+  assert.is(at(0x1ffffffff), '00000001ffffffff');
+  assert.is(at(Number.MAX_SAFE_INTEGER), '001fffffffffffff');
+  assert.is(at(2 ** 63), '8000000000000000');
+  assert.is(at(1.9), '0000000000000001');
+  assert.is(at(-5), '0000000000000000');
+  assert.throws(() => at(2 ** 64), RangeError);
+  assert.throws(() => at(NaN), RangeError);
 });
 
 test('nested attributes carry NLA_F_NESTED and the length of their contents', () => {
