@@ -81,6 +81,8 @@ export interface LabResult {
   /** the same during the interleaved rounds (ruleset reloaded before each transfer) */
   interleaved: { latencyHoleUs: Summary | null; latencyOtherUs: Summary | null; nftOpenUs: Summary | null };
   daemon: string;
+  /** every failed transfer, with the daemon's log lines meanwhile (at most 10) */
+  failures: FailedTransfer[];
   notes: string[];
 }
 
@@ -219,13 +221,46 @@ export function labSkipReason(): string | null {
   return preflight();
 }
 
-/** Keep the tail of a child's output (and keep its pipes drained: a full pipe would stall it). */
-function tail(p: ChildProcess): () => string {
-  let out = '';
-  const add = (d: string) => (out = (out + d).slice(-4000));
+/** A daemon's output, each line with the time it arrived here (ms, Date.now()). */
+interface DaemonLog {
+  /** the last lines, for a note */
+  out: () => string;
+  /** the lines that arrived between t0 and t1 */
+  between: (t0: number, t1: number) => string[];
+}
+
+/**
+ * Keep a child's recent output, line by line and time-stamped on arrival (and
+ * keep its pipes drained: a full pipe would stall it).  The daemon runs with
+ * -d -d: when a transfer fails, its lines from that transfer say what it saw.
+ */
+function tail(p: ChildProcess): DaemonLog {
+  const lines: Array<[number, string]> = [];
+  let part = '';
+  const add = (d: string) => {
+    const now = Date.now();
+    const parts = (part + d).split('\n');
+    part = parts.pop() ?? '';
+    for (const l of parts) lines.push([now, l]);
+    if (lines.length > 20_000) lines.splice(0, lines.length - 10_000);
+  };
   p.stdout?.setEncoding('utf8').on('data', add);
   p.stderr?.setEncoding('utf8').on('data', add);
-  return () => out.trim().split('\n').slice(-3).join(' | ');
+  return {
+    out: () => [...lines.slice(-3).map(([, l]) => l), part].filter((l) => l !== '').join(' | '),
+    between: (t0, t1) => lines.filter(([t]) => t >= t0 && t <= t1).map(([, l]) => l),
+  };
+}
+
+/** A failed transfer, with what the daemon on its queue logged meanwhile. */
+export interface FailedTransfer {
+  config: Config;
+  /** ISO time the transfer started */
+  at: string;
+  phase: 'timed' | 'first after reload' | 'steady' | 'under tcpdump';
+  curl: string;
+  /** the daemon's lines between the start and the end of the transfer (+100 ms) */
+  daemon: string[];
 }
 
 export async function runLab(o: LabOptions): Promise<LabResult> {
@@ -244,13 +279,14 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     // control packets of the next transfer.  Both keep the sets of the
     // current table: every policy defines them.
     /** bin/ftp6proxy in the gateway; `up` once it has bound `queue` (within 5 s), else it is killed */
-    const startOn = async (argv: string[], queue: number): Promise<{ proc: ChildProcess; out: () => string; up: boolean }> => {
+    const startOn = async (argv: string[], queue: number): Promise<{ proc: ChildProcess; out: () => string; log: DaemonLog; up: boolean }> => {
       const proc = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'bin', 'ftp6proxy'), ...argv]);
-      const out = tail(proc);
+      const log = tail(proc);
+      const out = log.out;
       for (let i = 0; i < 100 && !queueBound(lab, queue) && proc.exitCode === null; i++) await sleep(50);
       const up = queueBound(lab, queue);
       if (!up) await stopProc(proc, 'SIGKILL');
-      return { proc, out, up };
+      return { proc, out, log, up };
     };
     const daemon = await startOn(daemonArgv, QUEUE);
     const daemonUp = daemon.up;
@@ -297,9 +333,14 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     const portCfg = new Map<number, Config>();
     /** false while tcpdump runs: its per-packet wake-ups would compete for the CPUs */
     let timed = true;
+    const failures: FailedTransfer[] = [];
+    /** the log of the daemon that sees a configuration's control packets (none: the instrumented child, or no daemon) */
+    const logOf = (cfg: Config): DaemonLog | null =>
+      (cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data') && daemonUp ? daemon.log : cfg === 'ftp6proxy-sel' && selUp ? sel.log : null;
     const transfer = async (cfg: Config, first = false): Promise<void> => {
       const q = queueOf(cfg);
       const before = q === null ? 0 : idSeq(q);
+      const t0 = Date.now();
       const r = await lab.runAsync(lab.ns.client, ['curl', '-sS', '--connect-timeout', '5', '-m', '10', '-o', '/dev/null',
         '-w', '%{time_total} %{size_download} %{local_port}', url], { timeoutMs: 15000 });
       const [t, got, lport] = r.stdout.trim().split(' ');
@@ -310,6 +351,16 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       } else {
         failed.set(cfg, (failed.get(cfg) ?? 0) + 1);
         if (!firstFailure.has(cfg)) firstFailure.set(cfg, `exit ${r.status}: ${r.stderr.trim()}`);
+        if (failures.length < 10) {
+          // the daemon's lines may still be in the pipe
+          await sleep(100);
+          failures.push({
+            config: cfg, at: new Date(t0).toISOString(),
+            phase: !timed ? 'under tcpdump' : cfg === 'steady' ? 'steady' : first ? 'first after reload' : 'timed',
+            curl: `exit ${r.status}: ${r.stderr.trim()}`,
+            daemon: logOf(cfg)?.between(t0, Date.now()) ?? [],
+          });
+        }
       }
     };
     // Interleaved: each configuration in turn per round, the order rotating,
@@ -413,6 +464,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
         nftOpenUs: latInterleaved ? us(latInterleaved.fwOpen.map((x) => x * 1000)) : null,
       },
       daemon: daemonWhat,
+      failures,
       notes,
     };
   });

@@ -4,7 +4,9 @@
  * NftablesFirewall, as src/main.ts serve() does), with each packet's time in
  * user space measured from its arrival (the source's clock, read right after
  * the netlink message is decoded) to the end of the handler, which is when
- * NfqueueSource sends the verdict (in the promise's next reaction).
+ * NfqueueSource sends the verdict (at once when the handler returned no
+ * promise, i.e. when the kernel's ACK came with the send; else in the
+ * promise's next reaction).
  *
  * Run inside the gateway namespace, as root:
  *   ip netns exec GW node dist/bench/latency-child.js QUEUE FAMILY/TABLE
@@ -63,6 +65,16 @@ async function main(argv: string[]): Promise<void> {
       await nft.open(h, t);
       fwOpen.push(performance.now() - t0);
     },
+    // the path the daemon takes (HoleManager prefers openNow)
+    openNow: (h: Hole, t: number) => {
+      const t0 = performance.now();
+      const later = nft.openNow(h, t);
+      if (later === undefined) {
+        fwOpen.push(performance.now() - t0);
+        return undefined;
+      }
+      return later.then(() => void fwOpen.push(performance.now() - t0));
+    },
     close: (h: Hole) => nft.close(h),
     shutdown: () => nft.shutdown(),
   };
@@ -74,11 +86,20 @@ async function main(argv: string[]): Promise<void> {
   const proxy = new ControlProxy(engine, holes);
   const samples: LatencySamples = { hole: [], noHole: [], fwOpen, errors };
 
-  const handler = async (pkt: Packet): Promise<void> => {
+  // As the daemon's handler: no promise when the packet's holes (if any) were
+  // in place at once, so the verdict goes out in the same turn.
+  const handler = (pkt: Packet): Promise<void> | undefined => {
     const before = proxy.counters.holesRequested;
-    await proxy.handle(pkt);
-    const dt = performance.now() - pkt.time;
-    (proxy.counters.holesRequested > before ? samples.hole : samples.noHole).push(dt);
+    const sample = (): void => {
+      const dt = performance.now() - pkt.time;
+      (proxy.counters.holesRequested > before ? samples.hole : samples.noHole).push(dt);
+    };
+    const r = proxy.handle(pkt);
+    if (r === undefined) {
+      sample();
+      return undefined;
+    }
+    return r.then(sample);
   };
 
   const rl = readline.createInterface({ input: process.stdin });

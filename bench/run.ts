@@ -245,6 +245,10 @@ async function main(argv: string[]): Promise<number> {
     for (const h of results.hotSpots) process.stdout.write(`  ${String(h.selfPct).padStart(5)}%  ${h.where}\n`);
   }
   for (const n of results.lab?.notes ?? []) process.stdout.write(`\nnote: ${n}\n`);
+  for (const f of results.lab?.failures ?? []) {
+    process.stdout.write(`\nfailed transfer: ${f.config} (${f.phase}) at ${f.at}: ${f.curl}\n`);
+    for (const l of f.daemon) process.stdout.write(`  daemon: ${l}\n`);
+  }
   for (const s of results.skipped) process.stdout.write(`\nSKIPPED: ${s}\n`);
   process.stdout.write(`\n(${results.elapsedSec} s)\n`);
   fs.writeFileSync(path.join(REPO, 'bench', 'results.json'), JSON.stringify(results, null, 2) + '\n');

@@ -102,7 +102,16 @@ export class HoleManager {
    * Open a hole for an announcement.  Resolves once the firewall has it (or the
    * bounded wait ran out, or the call failed: then it is logged); never rejects.
    */
-  async request(session: number, via: Announce, spec: HoleSpec): Promise<Hole | null> {
+  request(session: number, via: Announce, spec: HoleSpec): Promise<Hole | null> {
+    const r = this.requestNow(session, via, spec);
+    return r instanceof Promise ? r : Promise.resolve(r);
+  }
+
+  /**
+   * request(), finished at once where the firewall allows it (Firewall.openNow):
+   * then the hole (or null) itself, else request()'s promise.  Never throws.
+   */
+  requestNow(session: number, via: Announce, spec: HoleSpec): Hole | null | Promise<Hole | null> {
     const { logger, clock } = this.o;
     const what = `${spec.src} -> ${spec.dst} port ${spec.port}`;
     // The same announcement again (a client repeating PORT): refresh the hole it has.
@@ -113,8 +122,7 @@ export class HoleManager {
         slot.timer?.cancel();
         this.arm(slot);
         logger.log('info', `#${session} hole ${h.rule} renewed by ${via}: ${what}`);
-        await this.callOpen(slot);
-        return h;
+        return this.opened(slot);
       }
     }
     const rule = this.lowestFree();
@@ -134,8 +142,13 @@ export class HoleManager {
     this.s.opened++;
     this.o.onEvent?.({ type: 'open', time: clock.now(), hole });
     logger.log('info', `#${session} hole ${rule} open for ${via}: ${what}, ${this.o.timeoutSec}s`);
-    await this.callOpen(slot);
-    return hole;
+    return this.opened(slot);
+  }
+
+  /** The slot's hole once the firewall call is over: at once if it was. */
+  private opened(slot: Slot): Hole | Promise<Hole> {
+    const call = this.callOpen(slot);
+    return call === undefined ? slot.hole : call.then(() => slot.hole);
   }
 
   private arm(slot: Slot): void {
@@ -151,15 +164,28 @@ export class HoleManager {
     return own !== undefined && own <= ms ? call : bounded(call, this.o.clock, ms);
   }
 
-  private async callOpen(slot: Slot): Promise<void> {
+  /**
+   * The firewall call, bounded: undefined when it finished at once (openNow),
+   * else a promise that resolves when it is over.  Never throws or rejects.
+   */
+  private callOpen(slot: Slot): Promise<void> | undefined {
+    const { firewall, timeoutSec, callTimeoutMs } = this.o;
+    let call: Promise<void> | undefined;
     try {
-      await this.within(this.o.firewall.open(slot.hole, this.o.timeoutSec), this.o.callTimeoutMs);
+      call = firewall.openNow !== undefined ? firewall.openNow(slot.hole, timeoutSec) : firewall.open(slot.hole, timeoutSec);
     } catch (e) {
-      // The packet goes on regardless; the hole is closed at its time as usual,
-      // so whatever the firewall may have done half-way is undone then.
-      this.s.failed++;
-      this.o.logger.log('err', `#${slot.hole.session} hole ${slot.hole.rule}: ${this.o.firewall.kind} open failed: ${describe(e)}`);
+      this.openFailed(slot, e);
+      return undefined;
     }
+    if (call === undefined) return undefined;
+    return this.within(call, callTimeoutMs).then(undefined, (e: unknown) => this.openFailed(slot, e));
+  }
+
+  private openFailed(slot: Slot, e: unknown): void {
+    // The packet goes on regardless; the hole is closed at its time as usual,
+    // so whatever the firewall may have done half-way is undone then.
+    this.s.failed++;
+    this.o.logger.log('err', `#${slot.hole.session} hole ${slot.hole.rule}: ${this.o.firewall.kind} open failed: ${describe(e)}`);
   }
 
   /** Close one hole; keep its number while the firewall says it is busy or fails. */

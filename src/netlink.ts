@@ -572,34 +572,65 @@ export class NetlinkSocket {
    * the kernel then never answers the ACKed message.
    */
   request(data: Buffer, ackSeq: number, timeoutMs: number, what = 'netlink request', alsoSeqs: number[] = []): Promise<NlMessage[]> {
-    return new Promise<NlMessage[]>((resolve, reject) => {
-      if (this.fd < 0) {
-        reject(new FtpProxyError('netlink-closed', `${what}: netlink socket is closed`));
-        return;
-      }
-      const seqs = [ackSeq, ...alsoSeqs];
-      const p: Pending = { seqs, replies: [], resolve, reject, timer: null, what };
-      for (const q of seqs) this.pending.set(q, p);
-      try {
-        this.send(data);
-      } catch (e) {
-        for (const q of seqs) this.pending.delete(q);
-        const code = (e as { code?: unknown }).code;
-        reject(new FtpProxyError(typeof code === 'string' ? code : 'netlink-send', `${what}: ${(e as Error).message}`, { cause: e }));
-        return;
-      }
-      // nfnetlink handles a request (and a whole nftables batch) in sendto's
-      // own context, so the ACK is normally queued already: read it now rather
-      // than one turn of the event loop later.  The control packet is held
-      // meanwhile, so this turn is hole latency.
-      this.drain();
-      // Only a request still unanswered needs its time limit: the usual one
-      // costs no timer to arm and cancel.
-      if (this.pending.get(ackSeq) !== p) return;
-      p.timer = this.clock.setTimer(timeoutMs, () => {
-        for (const q of seqs) if (this.pending.get(q) === p) this.pending.delete(q);
-        reject(new FtpProxyError('netlink-timeout', `${what}: no answer from the kernel within ${timeoutMs} ms`));
+    return new Promise<NlMessage[]>((resolve, reject) => this.start(data, ackSeq, timeoutMs, what, alsoSeqs, resolve, reject));
+  }
+
+  /**
+   * request(), settled at once where the kernel allows it: when the answer
+   * was read with the send (nfnetlink handles a request in sendto's own
+   * context), an ACK returns null and an error is thrown, with no promise
+   * and no turn of the microtask queue between the answer and the caller.
+   * Otherwise (no answer yet), request()'s promise.
+   */
+  requestNow(data: Buffer, ackSeq: number, timeoutMs: number, what = 'netlink request', alsoSeqs: number[] = []): Promise<NlMessage[]> | null {
+    const box: { done: boolean; error?: Error; later?: { resolve: (m: NlMessage[]) => void; reject: (e: Error) => void } } = { done: false };
+    this.start(data, ackSeq, timeoutMs, what, alsoSeqs,
+      (m) => {
+        if (box.later !== undefined) box.later.resolve(m);
+        else box.done = true;
+      },
+      (e) => {
+        if (box.later !== undefined) box.later.reject(e);
+        else {
+          box.done = true;
+          box.error = e;
+        }
       });
+    if (box.done) {
+      if (box.error !== undefined) throw box.error;
+      return null;
+    }
+    return new Promise<NlMessage[]>((resolve, reject) => (box.later = { resolve, reject }));
+  }
+
+  private start(data: Buffer, ackSeq: number, timeoutMs: number, what: string, alsoSeqs: number[],
+    resolve: (m: NlMessage[]) => void, reject: (e: Error) => void): void {
+    if (this.fd < 0) {
+      reject(new FtpProxyError('netlink-closed', `${what}: netlink socket is closed`));
+      return;
+    }
+    const seqs = [ackSeq, ...alsoSeqs];
+    const p: Pending = { seqs, replies: [], resolve, reject, timer: null, what };
+    for (const q of seqs) this.pending.set(q, p);
+    try {
+      this.send(data);
+    } catch (e) {
+      for (const q of seqs) this.pending.delete(q);
+      const code = (e as { code?: unknown }).code;
+      reject(new FtpProxyError(typeof code === 'string' ? code : 'netlink-send', `${what}: ${(e as Error).message}`, { cause: e }));
+      return;
+    }
+    // nfnetlink handles a request (and a whole nftables batch) in sendto's
+    // own context, so the ACK is normally queued already: read it now rather
+    // than one turn of the event loop later.  The control packet is held
+    // meanwhile, so this turn is hole latency.
+    this.drain();
+    // Only a request still unanswered needs its time limit: the usual one
+    // costs no timer to arm and cancel.
+    if (this.pending.get(ackSeq) !== p) return;
+    p.timer = this.clock.setTimer(timeoutMs, () => {
+      for (const q of seqs) if (this.pending.get(q) === p) this.pending.delete(q);
+      reject(new FtpProxyError('netlink-timeout', `${what}: no answer from the kernel within ${timeoutMs} ms`));
     });
   }
 

@@ -57,6 +57,14 @@ export interface Firewall {
   /** Put the hole in place.  Resolves only when packets matching it will pass. */
   open(hole: Hole, timeoutSec: number): Promise<void>;
   /**
+   * open(), finished at once where the backend can: returns undefined when
+   * the hole is in place already (nftables: the kernel's ACK came with the
+   * send), throws when it failed already, and otherwise returns open()'s
+   * promise.  The hole manager prefers it: a packet whose holes all open
+   * this way gets its verdict in the same turn, with no promise between.
+   */
+  openNow?(hole: Hole, timeoutSec: number): Promise<void> | undefined;
+  /**
    * Close the hole.  Safe to repeat.  Resolves `true` when the rule number may be
    * reused, `false` when it must stay held for now (ipfw with dyn_keep_states=0 and
    * live dynamic states): the caller asks again later.

@@ -480,12 +480,18 @@ export class NftablesFirewall implements Firewall {
 
   /** nft add element <table> ftp6proxyN { src . dst . port timeout <t>s } */
   async open(hole: Hole, timeoutSec: number): Promise<void> {
+    await this.openNow(hole, timeoutSec);
+  }
+
+  /** open(), done when the kernel's ACK came with the send (the usual case): see Firewall.openNow */
+  openNow(hole: Hole, timeoutSec: number): Promise<void> | undefined {
     this.familyOk(hole);
     this.ensureOpen();
     const key = encodeKey(hole, this.keys[hole.family]);
     const seq = this.sock.nextSeq(3);
     const add = this.batches[hole.family].add;
-    await this.sock.request(add.fill(seq, key, Math.max(1, Math.round(timeoutSec * 1000))), seq + 1, this.ackTimeoutMs, add.what, [seq, seq + 2]);
+    const later = this.sock.requestNow(add.fill(seq, key, Math.max(1, Math.round(timeoutSec * 1000))), seq + 1, this.ackTimeoutMs, add.what, [seq, seq + 2]);
+    return later === null ? undefined : later.then(() => undefined);
   }
 
   /** nft delete element <table> ftp6proxyN { src . dst . port }; gone already is fine */

@@ -128,6 +128,27 @@ table inet filter {
     await fw.shutdown();
   });
 
+  test('openNow() is done on return (the ACK came with the send) and throws at once when the set is gone', async () => {
+    reset(DESIGN_TABLE);
+    const fw = mk('inet/filter');
+    await fw.check();
+    assert.is(fw.openNow(h6, 5), undefined, 'no promise: the kernel answered within sendto');
+    assert.match(sh('nft list set inet filter ftp6proxy6'), /fd00:1::1 \. fd00:2::2 \. 50001 timeout 5s expires/);
+    reset('table inet filter {\n set ftp6proxy6 { type ipv6_addr . ipv6_addr . inet_service; flags timeout; }\n}');
+    try {
+      fw.openNow(h4, 5);
+      assert.unreachable('openNow() into a missing set returned');
+    } catch (e) {
+      assert.instance(e, FtpProxyError);
+      assert.is((e as FtpProxyError).code, 'ENOENT');
+    }
+    // open() keeps its promise contract: the same failure as a rejection
+    let rejected = false;
+    await fw.open(h4, 5).catch(() => (rejected = true));
+    assert.ok(rejected);
+    await fw.shutdown();
+  });
+
   test('an element expires after its timeout', async () => {
     reset(DESIGN_TABLE);
     const fw = mk('inet/filter');

@@ -3,7 +3,10 @@ import * as assert from 'uvu/assert';
 import { VirtualClock } from '../../src/clock';
 import { HoleManager, HoleEvent } from '../../src/holes';
 import { RecordingFirewall } from '../../src/firewall/recording';
-import { HoleSpec, Level, Logger } from '../../src/types';
+import { Engine } from '../../src/engine';
+import { ControlProxy } from '../../src/proxy';
+import { Firewall, Hole, HoleSpec, Level, Logger } from '../../src/types';
+import { TcpFlow } from './build-packet';
 
 function setup(opts: { count?: number; fw?: RecordingFirewall; timeoutSec?: number } = {}) {
   const clock = new VirtualClock(1000);
@@ -91,6 +94,76 @@ test('a backend bounded by itself (settlesWithinMs) gets no timer of the manager
   clock.advance(clock.now() + 1000);
   assert.ok(await p);
   assert.ok(logs.some((m) => m.includes('no answer within 1000 ms')));
+});
+
+/** A RecordingFirewall whose openNow answers at once, or fails at once, or defers to open(). */
+function nowFirewall(mode: 'now' | 'throw' | 'later'): RecordingFirewall & { openNow: NonNullable<Firewall['openNow']> } {
+  const fw = new RecordingFirewall();
+  return Object.assign(fw, {
+    openNow: (h: Hole, t: number): Promise<void> | undefined => {
+      if (mode === 'throw') throw new Error('set is gone');
+      const p = fw.open(h, t);
+      return mode === 'later' ? p : undefined;
+    },
+  });
+}
+
+test('requestNow: a hole the backend opened at once is returned as it is, no promise, no timer but -t', () => {
+  const waits: number[] = [];
+  const clock = new VirtualClock(1000);
+  const counting = { now: () => clock.now(), setTimer: (ms: number, fn: () => void) => { waits.push(ms); return clock.setTimer(ms, fn); } };
+  const fw = nowFirewall('now');
+  const hm = new HoleManager({ firewall: fw, clock: counting, logger: { log: () => undefined }, base: 1, count: 2, timeoutSec: 2 });
+  const h = hm.requestNow(1, '229', spec(40001));
+  assert.not.instance(h, Promise);
+  assert.is((h as Hole).rule, 1);
+  assert.equal(fw.openRules(), [1]);
+  assert.equal(waits, [2000]);
+  // renewing takes the same way
+  const again = hm.requestNow(1, '229', spec(40001));
+  assert.is((again as Hole).rule, 1);
+  // pool exhausted: null, at once
+  hm.requestNow(2, '229', spec(40002));
+  assert.is(hm.requestNow(3, '229', spec(40003)), null);
+});
+
+test('requestNow: a backend that fails at once is logged and counted, never thrown; one that answers later gives a promise', async () => {
+  const logs: string[] = [];
+  const mk = (fw: RecordingFirewall) =>
+    new HoleManager({ firewall: fw, clock: new VirtualClock(1000), logger: { log: (l, m) => logs.push(`${l}: ${m}`) }, base: 1, count: 4, timeoutSec: 2 });
+  const failing = mk(nowFirewall('throw'));
+  const h = failing.requestNow(1, '229', spec(40001));
+  assert.is((h as Hole).rule, 1, 'the hole is kept and closed at its time, as for any failed open');
+  assert.is(failing.stats().failed, 1);
+  assert.ok(logs.some((l) => l.startsWith('err: ') && l.includes('open failed: set is gone')), logs.join('\n'));
+  const later = mk(nowFirewall('later')).requestNow(1, '229', spec(40002));
+  assert.instance(later, Promise);
+  assert.is((await later)?.rule, 1);
+  // request() keeps its promise for every backend
+  assert.instance(mk(nowFirewall('now')).request(1, '229', spec(40003)), Promise);
+});
+
+test('ControlProxy: the verdict needs no promise when the 229\'s hole opened at once; it waits for one that did not', async () => {
+  const proxyWith = (fw: RecordingFirewall) => {
+    const hm = new HoleManager({ firewall: fw, clock: new VirtualClock(1000), logger: { log: () => undefined }, base: 1, count: 4, timeoutSec: 2 });
+    const engine = new Engine({ logger: { log: () => undefined }, pendingFor: (s) => hm.pendingFor(s) });
+    return { proxy: new ControlProxy(engine, hm), fw };
+  };
+  const run = (proxy: ControlProxy): Array<Promise<void> | undefined> => {
+    const f = new TcpFlow({ family: 6, client: 'fd00:c1::10', server: 'fd00:5e::10', clientPort: 40000 });
+    return [...f.open(), f.server('220 hi\r\n'), f.client('EPSV\r\n'), f.server('229 Entering Extended Passive Mode (|||40123|)\r\n')]
+      .map((p) => proxy.handle({ data: p.data, time: 1000 }));
+  };
+  const now = proxyWith(nowFirewall('now'));
+  const r = run(now.proxy);
+  assert.ok(r.every((x) => x === undefined), 'every packet handled in its own turn');
+  assert.equal(now.fw.openRules(), [1]);
+  assert.is(now.proxy.counters.holesRequested, 1);
+  const later = proxyWith(nowFirewall('later'));
+  const r2 = run(later.proxy);
+  assert.instance(r2[r2.length - 1], Promise, 'the 229 waits for its hole');
+  await r2[r2.length - 1];
+  assert.equal(later.fw.openRules(), [1]);
 });
 
 test('pending holes per session are counted', async () => {

@@ -485,6 +485,52 @@ test('NetlinkSocket.request: an answer read with the send arms no timer; a later
   s.close();
 });
 
+test('NetlinkSocket.requestNow: an ACK read with the send returns null, an error is thrown, no answer yet is a promise', async () => {
+  const fake = new FakeNative();
+  const clock = new FakeClock();
+  const s = new NetlinkSocket({ native: fake.asNative(), clock });
+  s.open(12);
+  const b = new NlBuilder();
+  fake.onSend = (d) => void fake.inbox.push(errorMsg(0, seqOf(d)));
+  let seq = s.nextSeq();
+  assert.is(s.requestNow(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq, 100), null);
+  assert.is(clock.timers.length, 0);
+  // an error for the batch's BEGIN, read with the send: thrown, not a rejection
+  fake.onSend = (d) => void fake.inbox.push(errorMsg(1, seqOf(d)));
+  seq = s.nextSeq(3);
+  try {
+    s.requestNow(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq + 1, 100, 'batch', [seq, seq + 2]);
+    assert.unreachable('returned');
+  } catch (e) {
+    assert.instance(e, FtpProxyError);
+    assert.is((e as FtpProxyError).code, 'EPERM');
+  }
+  // unanswered: the promise, settled by the answer that comes later, or by the timer
+  fake.onSend = () => undefined;
+  seq = s.nextSeq();
+  const p = s.requestNow(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq, 100);
+  assert.instance(p, Promise);
+  fake.deliver(errorMsg(2, seq));
+  try {
+    await p;
+    assert.unreachable('resolved');
+  } catch (e) {
+    assert.is((e as FtpProxyError).code, 'ENOENT');
+  }
+  seq = s.nextSeq();
+  const q = s.requestNow(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq, 100, 'slow thing');
+  clock.advance(101);
+  try {
+    await q;
+    assert.unreachable('resolved');
+  } catch (e) {
+    assert.is((e as FtpProxyError).code, 'netlink-timeout');
+  }
+  // closed: thrown at once
+  s.close();
+  assert.throws(() => s.requestNow(Buffer.alloc(16), 1, 100), /closed/);
+});
+
 test('NetlinkSocket: ENOBUFS is an overrun and the loop goes on; another error is fatal', () => {
   const fake = new FakeNative();
   const s = new NetlinkSocket({ native: fake.asNative(), clock: new FakeClock() });
