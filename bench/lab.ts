@@ -259,7 +259,9 @@ export interface FailedTransfer {
   at: string;
   phase: 'timed' | 'first after reload' | 'steady' | 'under tcpdump';
   curl: string;
-  /** the daemon's lines between the start and the end of the transfer (+100 ms) */
+  /** packets the kernel queued to the configuration's queue during the transfer (null: none queued there) */
+  queued: number | null;
+  /** the daemon's lines from 2.5 s before the transfer (a hole's life and more) to 0.5 s after it, at most 80 */
   daemon: string[];
 }
 
@@ -352,13 +354,16 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
         failed.set(cfg, (failed.get(cfg) ?? 0) + 1);
         if (!firstFailure.has(cfg)) firstFailure.set(cfg, `exit ${r.status}: ${r.stderr.trim()}`);
         if (failures.length < 10) {
+          const queuedHere = q === null ? null : idSeq(q) - before;
           // the daemon's lines may still be in the pipe
-          await sleep(100);
+          await sleep(500);
+          const lines = logOf(cfg)?.between(t0 - 2500, Date.now()) ?? [];
           failures.push({
             config: cfg, at: new Date(t0).toISOString(),
             phase: !timed ? 'under tcpdump' : cfg === 'steady' ? 'steady' : first ? 'first after reload' : 'timed',
             curl: `exit ${r.status}: ${r.stderr.trim()}`,
-            daemon: logOf(cfg)?.between(t0, Date.now()) ?? [],
+            queued: queuedHere,
+            daemon: lines.length <= 80 ? lines : [...lines.slice(0, 20), `... ${lines.length - 80} lines ...`, ...lines.slice(-60)],
           });
         }
       }

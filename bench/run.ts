@@ -246,7 +246,8 @@ async function main(argv: string[]): Promise<number> {
   }
   for (const n of results.lab?.notes ?? []) process.stdout.write(`\nnote: ${n}\n`);
   for (const f of results.lab?.failures ?? []) {
-    process.stdout.write(`\nfailed transfer: ${f.config} (${f.phase}) at ${f.at}: ${f.curl}\n`);
+    process.stdout.write(`\nfailed transfer: ${f.config} (${f.phase}) at ${f.at}: ${f.curl}; ` +
+      `${f.queued === null ? 'no queue' : `${f.queued} packets queued meanwhile`}\n`);
     for (const l of f.daemon) process.stdout.write(`  daemon: ${l}\n`);
   }
   for (const s of results.skipped) process.stdout.write(`\nSKIPPED: ${s}\n`);

@@ -390,6 +390,14 @@ export class NftablesFirewall implements Firewall {
   private readonly keys: Record<Family, Buffer> = { 4: Buffer.alloc(KEY_LENS[4]), 6: Buffer.alloc(KEY_LENS[6]) };
   /** the add and delete batches of each family's set, encoded once */
   private readonly batches: Record<Family, { add: SetElemBatch; del: SetElemBatch }>;
+  /**
+   * The holes (rule numbers) behind each set element.  Two sessions may
+   * announce the same client, server and port within -t seconds (a client
+   * with two sessions to one server, a small passive port range): they share
+   * one element, which goes only with the last of them.  Closing the first
+   * must not take the second one's hole away before its data connection.
+   */
+  private readonly users = new Map<string, Set<number>>();
 
   constructor(opts: NftablesOptions) {
     this.spec = opts.table;
@@ -459,6 +467,7 @@ export class NftablesFirewall implements Firewall {
 
   async sweep(): Promise<void> {
     this.ensureOpen();
+    this.users.clear();
     for (const fam of this.table.families) {
       const set = SET_NAMES[fam];
       const seq = this.sock.nextSeq(3);
@@ -488,17 +497,34 @@ export class NftablesFirewall implements Firewall {
     this.familyOk(hole);
     this.ensureOpen();
     const key = encodeKey(hole, this.keys[hole.family]);
+    // Counted before the call: a hole whose open failed is still closed at its time.
+    const id = `${hole.family}:${key.toString('latin1')}`;
+    const users = this.users.get(id);
+    if (users === undefined) this.users.set(id, new Set([hole.rule]));
+    else users.add(hole.rule);
     const seq = this.sock.nextSeq(3);
     const add = this.batches[hole.family].add;
     const later = this.sock.requestNow(add.fill(seq, key, Math.max(1, Math.round(timeoutSec * 1000))), seq + 1, this.ackTimeoutMs, add.what, [seq, seq + 2]);
     return later === null ? undefined : later.then(() => undefined);
   }
 
-  /** nft delete element <table> ftp6proxyN { src . dst . port }; gone already is fine */
+  /**
+   * nft delete element <table> ftp6proxyN { src . dst . port }, unless another
+   * open hole shares the element (then it stays, for that one); gone already
+   * is fine.
+   */
   async close(hole: Hole): Promise<boolean> {
     this.familyOk(hole);
     this.ensureOpen();
     const key = encodeKey(hole, this.keys[hole.family]);
+    const id = `${hole.family}:${key.toString('latin1')}`;
+    const users = this.users.get(id);
+    users?.delete(hole.rule);
+    if (users !== undefined && users.size > 0) {
+      this.logger.log('debug', `nftables: hole ${hole.rule} closed, its element stays for hole ${[...users].join(', ')}`);
+      return true;
+    }
+    this.users.delete(id);
     const seq = this.sock.nextSeq(3);
     const del = this.batches[hole.family].del;
     try {

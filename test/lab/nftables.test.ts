@@ -149,6 +149,29 @@ table inet filter {
     await fw.shutdown();
   });
 
+  test('two holes with the same client, server and port share one element: it goes with the last of them', async () => {
+    reset(DESIGN_TABLE);
+    const fw = mk('inet/filter');
+    const a: Hole = { ...h6, rule: 10, session: 1 };
+    const b: Hole = { ...h6, rule: 11, session: 2 };
+    await fw.open(a, 30);
+    await fw.open(b, 30);
+    await fw.open(b, 30); // renewed: still one user
+    assert.is(await fw.close(a), true);
+    assert.match(sh('nft list set inet filter ftp6proxy6'), /50001/, 'still there for the second session');
+    assert.is(await fw.close(a), true, 'closing the same hole again changes nothing');
+    assert.match(sh('nft list set inet filter ftp6proxy6'), /50001/);
+    assert.is(await fw.close(b), true);
+    assert.not.match(sh('nft list set inet filter ftp6proxy6'), /50001/);
+    // after a sweep nothing is held for earlier holes
+    await fw.open(a, 30);
+    await fw.sweep();
+    await fw.open(b, 30);
+    assert.is(await fw.close(b), true);
+    assert.not.match(sh('nft list set inet filter ftp6proxy6'), /50001/);
+    await fw.shutdown();
+  });
+
   test('an element expires after its timeout', async () => {
     reset(DESIGN_TABLE);
     const fw = mk('inet/filter');
