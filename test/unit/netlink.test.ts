@@ -461,12 +461,17 @@ test('NetlinkSocket.request: resolves on ACK with the replies, rejects with the 
   assert.ok(fake.closed);
 });
 
-test('NetlinkSocket.request: an answer read with the send arms no timer; a later answer cancels the one it armed', async () => {
+/** A NetlinkSocket on the fake native and clock, open, with a builder. */
+function fakeSocket(): { fake: FakeNative; clock: FakeClock; s: NetlinkSocket; b: NlBuilder } {
   const fake = new FakeNative();
   const clock = new FakeClock();
   const s = new NetlinkSocket({ native: fake.asNative(), clock });
   s.open(12);
-  const b = new NlBuilder();
+  return { fake, clock, s, b: new NlBuilder() };
+}
+
+test('NetlinkSocket.request: an answer read with the send arms no timer; a later answer cancels the one it armed', async () => {
+  const { fake, clock, s, b } = fakeSocket();
   // the kernel answers within sendto (nfnetlink): read by request's own drain
   fake.onSend = (d) => void fake.inbox.push(errorMsg(0, seqOf(d)));
   let seq = s.nextSeq();
@@ -486,11 +491,7 @@ test('NetlinkSocket.request: an answer read with the send arms no timer; a later
 });
 
 test('NetlinkSocket.requestNow: an ACK read with the send returns null, an error is thrown, no answer yet is a promise', async () => {
-  const fake = new FakeNative();
-  const clock = new FakeClock();
-  const s = new NetlinkSocket({ native: fake.asNative(), clock });
-  s.open(12);
-  const b = new NlBuilder();
+  const { fake, clock, s, b } = fakeSocket();
   fake.onSend = (d) => void fake.inbox.push(errorMsg(0, seqOf(d)));
   let seq = s.nextSeq();
   assert.is(s.requestNow(b.reset().beginMsg(1, 5, seq).endMsg().bytes(), seq, 100), null);
