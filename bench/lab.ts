@@ -281,19 +281,18 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     // control packets of the next transfer.  Both keep the sets of the
     // current table: every policy defines them.
     /** bin/ftp6proxy in the gateway; `up` once it has bound `queue` (within 5 s), else it is killed */
-    const startOn = async (argv: string[], queue: number): Promise<{ proc: ChildProcess; out: () => string; log: DaemonLog; up: boolean }> => {
+    const startOn = async (argv: string[], queue: number): Promise<{ proc: ChildProcess; log: DaemonLog; up: boolean }> => {
       const proc = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'bin', 'ftp6proxy'), ...argv]);
       const log = tail(proc);
-      const out = log.out;
       for (let i = 0; i < 100 && !queueBound(lab, queue) && proc.exitCode === null; i++) await sleep(50);
       const up = queueBound(lab, queue);
       if (!up) await stopProc(proc, 'SIGKILL');
-      return { proc, out, log, up };
+      return { proc, log, up };
     };
     const daemon = await startOn(daemonArgv, QUEUE);
     const daemonUp = daemon.up;
     if (!daemonUp) {
-      notes.push(`bin/ftp6proxy did not bind NFQUEUE ${QUEUE} (${daemon.out() || 'no output'}): ` +
+      notes.push(`bin/ftp6proxy did not bind NFQUEUE ${QUEUE} (${daemon.log.out() || 'no output'}): ` +
         'the ftp6proxy row uses bench/latency-child.js (the same wiring) instead');
       daemonWhat = 'bench/latency-child.js (bin/ftp6proxy did not start)';
     }
@@ -301,7 +300,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     const selArgv = [...daemonArgvOn(QUEUE + 2), '-s', `0x${SELECTIVE_BITS.seeAll.toString(16)}`];
     const sel = await startOn(selArgv, QUEUE + 2);
     const selUp = sel.up;
-    if (!selUp) notes.push(`bin/ftp6proxy -s did not bind NFQUEUE ${QUEUE + 2}: ${sel.out() || 'no output'}`);
+    if (!selUp) notes.push(`bin/ftp6proxy -s did not bind NFQUEUE ${QUEUE + 2}: ${sel.log.out() || 'no output'}`);
     const inst = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'dist', 'bench', 'latency-child.js'),
       String(QUEUE + 1), 'inet/filter'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let instErr = '';
@@ -405,7 +404,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     await stopProc(inst, 'SIGTERM');
     for (const [d, what] of [[daemon, 'bin/ftp6proxy'], [sel, 'bin/ftp6proxy -s']] as const) {
       if (!d.up) continue;
-      if (d.proc.exitCode !== null) notes.push(`${what} exited during the run: ${d.out()}`);
+      if (d.proc.exitCode !== null) notes.push(`${what} exited during the run: ${d.log.out()}`);
       await stopProc(d.proc, 'SIGTERM');
     }
     await server.stop();

@@ -54,27 +54,26 @@ async function main(argv: string[]): Promise<void> {
   const source = new NfqueueSource({ queue, logger, clock: fine });
   const nft = new NftablesFirewall({ table, logger });
   const fwOpen: number[] = [];
-  // The same firewall, with open() timed: splits the hole latency into the
+  // The path the daemon takes (HoleManager prefers openNow), timed.
+  const openNow = (h: Hole, t: number): Promise<void> | undefined => {
+    const t0 = performance.now();
+    const later = nft.openNow(h, t);
+    if (later === undefined) {
+      fwOpen.push(performance.now() - t0);
+      return undefined;
+    }
+    return later.then(() => void fwOpen.push(performance.now() - t0));
+  };
+  // The same firewall, with opening timed: splits the hole latency into the
   // netlink round trip and everything around it.
   const firewall: Firewall = {
     kind: nft.kind,
     check: () => nft.check(),
     sweep: () => nft.sweep(),
     open: async (h: Hole, t: number) => {
-      const t0 = performance.now();
-      await nft.open(h, t);
-      fwOpen.push(performance.now() - t0);
+      await openNow(h, t);
     },
-    // the path the daemon takes (HoleManager prefers openNow)
-    openNow: (h: Hole, t: number) => {
-      const t0 = performance.now();
-      const later = nft.openNow(h, t);
-      if (later === undefined) {
-        fwOpen.push(performance.now() - t0);
-        return undefined;
-      }
-      return later.then(() => void fwOpen.push(performance.now() - t0));
-    },
+    openNow,
     close: (h: Hole) => nft.close(h),
     shutdown: () => nft.shutdown(),
   };

@@ -103,8 +103,7 @@ export class HoleManager {
    * bounded wait ran out, or the call failed: then it is logged); never rejects.
    */
   request(session: number, via: Announce, spec: HoleSpec): Promise<Hole | null> {
-    const r = this.requestNow(session, via, spec);
-    return r instanceof Promise ? r : Promise.resolve(r);
+    return Promise.resolve(this.requestNow(session, via, spec));
   }
 
   /**

@@ -378,6 +378,11 @@ export interface NftablesOptions {
   ackTimeoutMs?: number;
 }
 
+/** The set element a hole's key names, as a map key (NftablesFirewall.users). */
+function elementId(hole: Hole, key: Buffer): string {
+  return `${hole.family}:${key.toString('latin1')}`;
+}
+
 export class NftablesFirewall implements Firewall {
   readonly kind = 'nftables';
   private readonly table: NftTable;
@@ -498,7 +503,7 @@ export class NftablesFirewall implements Firewall {
     this.ensureOpen();
     const key = encodeKey(hole, this.keys[hole.family]);
     // Counted before the call: a hole whose open failed is still closed at its time.
-    const id = `${hole.family}:${key.toString('latin1')}`;
+    const id = elementId(hole, key);
     const users = this.users.get(id);
     if (users === undefined) this.users.set(id, new Set([hole.rule]));
     else users.add(hole.rule);
@@ -517,7 +522,7 @@ export class NftablesFirewall implements Firewall {
     this.familyOk(hole);
     this.ensureOpen();
     const key = encodeKey(hole, this.keys[hole.family]);
-    const id = `${hole.family}:${key.toString('latin1')}`;
+    const id = elementId(hole, key);
     const users = this.users.get(id);
     users?.delete(hole.rule);
     if (users !== undefined && users.size > 0) {
