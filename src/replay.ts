@@ -74,7 +74,7 @@ export async function replay(input: ReplayInput): Promise<ReplayResult> {
           const elem = `${h.src} . ${h.dst} . ${h.port}`;
           out(op.op === 'open'
             ? `# netlink NEWSETELEM ${where} { ${elem} timeout ${o.timeout}s }`
-            : `# netlink DELSETELEM ${where} { ${elem} }`);
+            : `# netlink DESTROYSETELEM ${where} { ${elem} }`);
         },
       });
     } else {

@@ -55,6 +55,17 @@ export const NFT_MSG_NEWSET = 9;
 export const NFT_MSG_GETSET = 10;
 export const NFT_MSG_NEWSETELEM = 12;
 export const NFT_MSG_DELSETELEM = 14;
+/**
+ * Since Linux 6.3: DELSETELEM without the ENOENT for an element that is not
+ * there.  It matters for speed, not only for tidiness: a batch that fails
+ * is aborted, and the abort waits for an RCU grace period (synchronize_rcu
+ * in nf_tables_abort) with the nftables mutex held: about 10 ms on the test
+ * machine, during which the daemon sleeps in sendto and every other nft
+ * batch in the namespace waits.  Our elements time out on their own at the
+ * same -t as the hole's close timer, so a DELSETELEM at close time almost
+ * always found nothing and aborted.
+ */
+export const NFT_MSG_DESTROYSETELEM = 30;
 /* enum nft_table_attributes */
 export const NFTA_TABLE_NAME = 1;
 /* enum nft_set_attributes */
@@ -218,16 +229,25 @@ const MSG = {
   GETSET: nfnlType(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETSET),
   NEWSETELEM: nfnlType(NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSETELEM),
   DELSETELEM: nfnlType(NFNL_SUBSYS_NFTABLES, NFT_MSG_DELSETELEM),
+  DESTROYSETELEM: nfnlType(NFNL_SUBSYS_NFTABLES, NFT_MSG_DESTROYSETELEM),
 };
 
 /**
- * One batch adding (or, with timeoutMs null, deleting) one element:
- *   BEGIN; NEWSETELEM|DELSETELEM { table, set, elements { elem { key { value }, timeout } } }; END
+ * What a set-element batch does: a number adds the element with that timeout
+ * (ms); 'delete' removes it (ENOENT when it is not there), 'destroy' removes
+ * it if it is there (Linux 6.3 and later).
+ */
+export type ElemOp = number | 'delete' | 'destroy';
+
+/**
+ * One batch adding (op: the timeout in ms), deleting or destroying one element:
+ *   BEGIN; NEWSETELEM|DELSETELEM|DESTROYSETELEM { table, set, elements { elem { key { value }, timeout } } }; END
  * Returns the element message's sequence number (the one that is ACKed).
  *
  * NEWSETELEM carries NLM_F_CREATE without NLM_F_EXCL: an element that is
  * already there (the same hole announced twice) is no error.
  * Same as: nft add element inet filter ftp6proxy4 { 192.0.2.1 . 192.0.2.2 . 50000 timeout 2s }
+ * (or nft delete / destroy element ... without the timeout).
  */
 export function encodeSetElemBatch(
   b: NlBuilder,
@@ -235,14 +255,15 @@ export function encodeSetElemBatch(
   t: { family: number; name: string },
   set: string,
   key: Buffer,
-  timeoutMs: number | null,
+  op: ElemOp,
   where?: { key: number; timeout: number },
 ): number {
   let elemSeq = 0;
   writeBatch(b, seq, (bb, s) => {
     elemSeq = s;
-    const add = timeoutMs !== null;
-    bb.beginMsg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE : 0), s)
+    const add = typeof op === 'number';
+    const type = add ? MSG.NEWSETELEM : op === 'destroy' ? MSG.DESTROYSETELEM : MSG.DELSETELEM;
+    bb.beginMsg(type, NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE : 0), s)
       .nfgen(t.family, 0)
       .str(NFTA_SET_ELEM_LIST_TABLE, t.name)
       .str(NFTA_SET_ELEM_LIST_SET, set)
@@ -254,7 +275,7 @@ export function encodeSetElemBatch(
     bb.attr(NFTA_DATA_VALUE, key).endNest();
     if (add) {
       if (where !== undefined) where.timeout = bb.length + NLA_HDRLEN;
-      bb.u64be(NFTA_SET_ELEM_TIMEOUT, timeoutMs);
+      bb.u64be(NFTA_SET_ELEM_TIMEOUT, op);
     }
     bb.endNest().endNest().endMsg();
     return s;
@@ -277,12 +298,12 @@ export class SetElemBatch {
   private readonly timeoutAt: number;
   private readonly endAt: number;
 
-  constructor(t: { family: number; name: string }, set: string, keyLen: number, add: boolean) {
+  constructor(t: { family: number; name: string }, set: string, keyLen: number, op: 'add' | 'delete' | 'destroy') {
     const b = new NlBuilder(256);
     const where = { key: -1, timeout: -1 };
-    encodeSetElemBatch(b, 0, t, set, Buffer.alloc(keyLen), add ? 0 : null, where);
+    encodeSetElemBatch(b, 0, t, set, Buffer.alloc(keyLen), op === 'add' ? 0 : op, where);
     this.buf = Buffer.from(b.bytes());
-    this.what = `nft ${add ? 'add' : 'delete'} element ${set}`;
+    this.what = `nft ${op} element ${set}`;
     this.keyAt = where.key;
     this.keyLen = keyLen;
     this.timeoutAt = where.timeout;
@@ -292,7 +313,7 @@ export class SetElemBatch {
 
   /**
    * The batch for `key`, BEGIN numbered `seq` (the element message is seq + 1,
-   * END seq + 2).  `timeoutMs` is ignored by a delete batch.  The returned
+   * END seq + 2).  `timeoutMs` is ignored by a delete or destroy batch.  The returned
    * bytes are valid until the next fill.
    */
   fill(seq: number, key: Buffer, timeoutMs = 0): Buffer {
@@ -393,8 +414,10 @@ export class NftablesFirewall implements Firewall {
   /** reused for every request: sendto copies it synchronously */
   private readonly b = new NlBuilder(512);
   private readonly keys: Record<Family, Buffer> = { 4: Buffer.alloc(KEY_LENS[4]), 6: Buffer.alloc(KEY_LENS[6]) };
-  /** the add and delete batches of each family's set, encoded once */
-  private readonly batches: Record<Family, { add: SetElemBatch; del: SetElemBatch }>;
+  /** the add, delete and destroy batches of each family's set, encoded once */
+  private readonly batches: Record<Family, { add: SetElemBatch; del: SetElemBatch; destroy: SetElemBatch }>;
+  /** false once the kernel refused DESTROYSETELEM (Linux before 6.3): close() deletes instead */
+  private hasDestroy = true;
   /**
    * The holes (rule numbers) behind each set element.  Two sessions may
    * announce the same client, server and port within -t seconds (a client
@@ -410,9 +433,10 @@ export class NftablesFirewall implements Firewall {
     this.logger = opts.logger;
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 1000;
     this.sock = new NetlinkSocket({ native: opts.native, logger: opts.logger });
-    const batches = (f: Family): { add: SetElemBatch; del: SetElemBatch } => ({
-      add: new SetElemBatch(this.table, SET_NAMES[f], KEY_LENS[f], true),
-      del: new SetElemBatch(this.table, SET_NAMES[f], KEY_LENS[f], false),
+    const batches = (f: Family): { add: SetElemBatch; del: SetElemBatch; destroy: SetElemBatch } => ({
+      add: new SetElemBatch(this.table, SET_NAMES[f], KEY_LENS[f], 'add'),
+      del: new SetElemBatch(this.table, SET_NAMES[f], KEY_LENS[f], 'delete'),
+      destroy: new SetElemBatch(this.table, SET_NAMES[f], KEY_LENS[f], 'destroy'),
     });
     this.batches = { 4: batches(4), 6: batches(6) };
   }
@@ -514,9 +538,12 @@ export class NftablesFirewall implements Firewall {
   }
 
   /**
-   * nft delete element <table> ftp6proxyN { src . dst . port }, unless another
-   * open hole shares the element (then it stays, for that one); gone already
-   * is fine.
+   * nft destroy element <table> ftp6proxyN { src . dst . port }, unless another
+   * open hole shares the element (then it stays, for that one).  Gone
+   * already (timed out, or deleted on use) is fine, and with destroy it is
+   * no error either, so the kernel has no batch to abort (see
+   * NFT_MSG_DESTROYSETELEM).  A kernel without destroy gets delete, with
+   * ENOENT taken as success.
    */
   async close(hole: Hole): Promise<boolean> {
     this.familyOk(hole);
@@ -530,15 +557,33 @@ export class NftablesFirewall implements Firewall {
       return true;
     }
     this.users.delete(id);
-    const seq = this.sock.nextSeq(3);
-    const del = this.batches[hole.family].del;
+    const batches = this.batches[hole.family];
     try {
-      await this.sock.request(del.fill(seq, key), seq + 1, this.ackTimeoutMs, del.what, [seq, seq + 2]);
+      if (this.hasDestroy) {
+        try {
+          await this.removeElement(batches.destroy, key);
+          return true;
+        } catch (e) {
+          // nfnetlink answers a message type it does not know with EINVAL
+          // (nfnetlink_rcv_batch); key and set are the ones add accepted.
+          if ((e as FtpProxyError).code !== 'EINVAL') throw e;
+          this.hasDestroy = false;
+          this.logger.log('info', 'nftables: this kernel has no "destroy element" (new in Linux 6.3): deleting elements instead');
+        }
+      }
+      await this.removeElement(batches.del, key);
     } catch (e) {
-      // ENOENT: the element timed out, or a one-shot rule deleted it on use.
+      // ENOENT: delete found no element (it timed out, or a one-shot rule
+      // deleted it on use), or either found no set or table (the ruleset
+      // was reloaded without them): either way the element is not there.
       if ((e as FtpProxyError).code !== 'ENOENT') throw e;
     }
     return true;
+  }
+
+  private async removeElement(batch: SetElemBatch, key: Buffer): Promise<void> {
+    const seq = this.sock.nextSeq(3);
+    await this.sock.request(batch.fill(seq, key), seq + 1, this.ackTimeoutMs, batch.what, [seq, seq + 2]);
   }
 
   async shutdown(): Promise<void> {

@@ -5,6 +5,8 @@ import * as net from 'net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { NftablesFirewall, nftConfigSnippet } from '../../src/firewall/nftables';
+import { loadNative } from '../../src/native';
+import { parseError, parseMessages } from '../../src/netlink';
 import { FtpProxyError, Hole, Level } from '../../src/types';
 import { enterNetns, sh } from './nl-netns';
 
@@ -125,6 +127,47 @@ table inet filter {
     assert.is(await fw.close(h4), true, 'second close: ENOENT is success');
     assert.is(await fw.close(h6), true);
     assert.not.match(sh('nft list set inet filter ftp6proxy6'), /50001/);
+    await fw.shutdown();
+  });
+
+  test('close() of an element that timed out is ACKed, not refused: destroy element, so the kernel aborts no batch', async () => {
+    reset(DESIGN_TABLE);
+    // the real shim, with every netlink error code the kernel sends us noted
+    const real = loadNative();
+    const codes: number[] = [];
+    const native = {
+      ...real,
+      recvfrom: (fd: number, buf: Buffer, flags?: number) => {
+        const r = real.recvfrom(fd, buf, flags);
+        if (r !== null) {
+          for (const m of parseMessages(buf, r.n)) {
+            const e = parseError(m);
+            if (e !== null) codes.push(e.errno);
+          }
+        }
+        return r;
+      },
+    };
+    const fw = new NftablesFirewall({ table: 'inet/filter', logger, native });
+    opened.push(fw);
+    await fw.check();
+    await fw.open(h6, 1);
+    await new Promise((r) => setTimeout(r, 1300));
+    assert.not.match(sh('nft list set inet filter ftp6proxy6'), /50001/, 'timed out');
+    codes.length = 0;
+    const from = logs.length;
+    assert.is(await fw.close(h6), true);
+    assert.equal(codes, [0], 'one ACK, no error (a failed batch is an aborted one)');
+    assert.not.ok(logs.slice(from).some((l) => /destroy element/.test(l)), 'this kernel (6.3+) has destroy element');
+    // and destroy removes an element that is there
+    await fw.open(h6, 60);
+    assert.match(sh('nft list set inet filter ftp6proxy6'), /50001/);
+    assert.is(await fw.close(h6), true);
+    assert.not.match(sh('nft list set inet filter ftp6proxy6'), /50001/);
+    // the ruleset reloaded without the sets meanwhile: nothing left to remove
+    await fw.open(h6, 60);
+    sh('nft flush ruleset');
+    assert.is(await fw.close(h6), true, 'no set, no element: success');
     await fw.shutdown();
   });
 

@@ -20,6 +20,7 @@ import {
   encodeNfqParams,
   encodeNfqVerdict,
 } from '../../src/capture/nfqueue';
+import { NftablesFirewall } from '../../src/firewall/nftables';
 import { Native, PollerHandle, RecvResult } from '../../src/native';
 import {
   NLMSG_ERROR,
@@ -661,6 +662,53 @@ test('NfqueueSource: bind errors are clear', async () => {
     assert.match((e as Error).message, 'NFQUEUE 10004 is in use');
   }
   assert.throws(() => new NfqueueSource({ queue: 70000, logger: { log: () => undefined }, native: fake.asNative() }), /0\.\.65535/);
+});
+
+test('NftablesFirewall.close: destroy element (no error to abort); a kernel without it (EINVAL) gets delete from then on', async () => {
+  const fake = new FakeNative();
+  const lines: string[] = [];
+  const fw = new NftablesFirewall({ table: 'inet/filter', logger: { log: (_l: Level, m: string) => void lines.push(m) }, native: fake.asNative() });
+  // each batch: BEGIN (20 bytes), then the element message, whose type is at 20 + 4
+  const elemType = (d: Buffer): number => d.readUInt16LE(24);
+  const answer: Record<number, number> = {}; // element message type -> errno (0: ACK)
+  fake.onSend = (d) => void fake.inbox.push(errorMsg(answer[elemType(d)] ?? 0, seqOf(d) + 1, elemType(d)));
+  const hole = { family: 6 as const, src: 'fd00:1::2', dst: 'fd00:2::2', port: 40001, rule: 10000, session: 1 };
+  const NEW = 0x0a0c;
+  const DEL = 0x0a0e;
+  const DESTROY = 0x0a1e;
+  const types = (): string => fake.sent.map((d) => elemType(d).toString(16)).join(' ');
+
+  assert.is(fw.openNow(hole, 2), undefined, 'ACKed within the send');
+  assert.is(await fw.close(hole), true);
+  assert.is(types(), `${NEW.toString(16)} ${DESTROY.toString(16)}`);
+  // ENOENT from destroy: no set or table (a ruleset reloaded without them), so no element either
+  answer[DESTROY] = 2;
+  fw.openNow(hole, 2);
+  assert.is(await fw.close(hole), true);
+  // an error other than "unknown message type" is the caller's to see
+  fake.sent.length = 0;
+  answer[DESTROY] = 1;
+  fw.openNow(hole, 2);
+  try {
+    await fw.close(hole);
+    assert.unreachable('closed');
+  } catch (e) {
+    assert.is((e as FtpProxyError).code, 'EPERM');
+  }
+  // Linux before 6.3: EINVAL for type 30; delete then, with ENOENT as success, and only delete after
+  fake.sent.length = 0;
+  answer[DESTROY] = 22;
+  answer[DEL] = 2;
+  fw.openNow(hole, 2);
+  assert.is(await fw.close(hole), true);
+  assert.is(types(), [NEW, DESTROY, DEL].map((t) => t.toString(16)).join(' '));
+  assert.is(lines.filter((l) => /no "destroy element"/.test(l)).length, 1);
+  fake.sent.length = 0;
+  fw.openNow(hole, 2);
+  assert.is(await fw.close(hole), true);
+  assert.is(types(), [NEW, DEL].map((t) => t.toString(16)).join(' '));
+  assert.is(lines.filter((l) => /no "destroy element"/.test(l)).length, 1, 'said once');
+  await fw.shutdown();
 });
 
 test.run();

@@ -90,7 +90,7 @@ test('set keys from a hole with address bytes equal those from its text; bytes o
   assert.throws(() => encodeKey({ ...H4, src: 'fd00::1', srcBytes: new Uint8Array(3) }), (e: unknown) => e instanceof FtpProxyError && e.code === 'bad-hole');
 });
 
-test('SetElemBatch.fill gives encodeSetElemBatch\'s bytes (add and delete, both families, any seq/key/timeout)', () => {
+test('SetElemBatch.fill gives encodeSetElemBatch\'s bytes (add, delete and destroy, both families, any seq/key/timeout)', () => {
   let seed = 11;
   const rnd = (n: number): number => {
     seed = (seed * 1103515245 + 12345) >>> 0;
@@ -98,8 +98,9 @@ test('SetElemBatch.fill gives encodeSetElemBatch\'s bytes (add and delete, both 
   };
   for (const family of [4, 6] as const) {
     const set = `ftp6proxy${family}`;
-    const add = new SetElemBatch(INET_FILTER, set, KEY_LENS[family], true);
-    const del = new SetElemBatch(INET_FILTER, set, KEY_LENS[family], false);
+    const add = new SetElemBatch(INET_FILTER, set, KEY_LENS[family], 'add');
+    const del = new SetElemBatch(INET_FILTER, set, KEY_LENS[family], 'delete');
+    const destroy = new SetElemBatch(INET_FILTER, set, KEY_LENS[family], 'destroy');
     const seqs = [1, 0x7ffffffe, 0xfffffffd, 123456789];
     for (let i = 0; i < 200; i++) {
       const key = Buffer.alloc(KEY_LENS[family]);
@@ -110,8 +111,10 @@ test('SetElemBatch.fill gives encodeSetElemBatch\'s bytes (add and delete, both 
       const ack = encodeSetElemBatch(b, seq, INET_FILTER, set, key, ms);
       assert.is(ack, seq + 1);
       eqBytes(add.fill(seq, key, ms), b.bytes());
-      encodeSetElemBatch(b.reset(), seq, INET_FILTER, set, key, null);
+      encodeSetElemBatch(b.reset(), seq, INET_FILTER, set, key, 'delete');
       eqBytes(del.fill(seq, key), b.bytes());
+      encodeSetElemBatch(b.reset(), seq, INET_FILTER, set, key, 'destroy');
+      eqBytes(destroy.fill(seq, key), b.bytes());
     }
     assert.throws(() => add.fill(1, Buffer.alloc(KEY_LENS[family] + 1), 2000), (e: unknown) => e instanceof FtpProxyError && e.code === 'bad-hole');
   }
@@ -170,7 +173,7 @@ test('NEWSETELEM batch for an IPv6 hole', () => {
 
 test('DELSETELEM batch: the key without timeout, no NLM_F_CREATE', () => {
   const b = new NlBuilder();
-  encodeSetElemBatch(b, 1, INET_FILTER, 'ftp6proxy4', encodeKey(H4), null);
+  encodeSetElemBatch(b, 1, INET_FILTER, 'ftp6proxy4', encodeKey(H4), 'delete');
   eqBytes(
     b.bytes().subarray(20, 20 + 0x4c),
     hex(`
@@ -179,6 +182,23 @@ test('DELSETELEM batch: the key without timeout, no NLM_F_CREATE', () => {
       0b 00 01 00  66 69 6c 74 65 72 00 00
       0f 00 02 00  66 74 70 36 70 72 6f 78 79 34 00 00
       1c 00 03 80  18 00 01 80  14 00 01 80  10 00 01 00    # ELEMENTS 28 > ELEM 24 > KEY 20 > VALUE 16
+      c6 12 00 01  c6 12 00 02  c3 50 00 00
+    `),
+  );
+  assert.is(b.bytes().length, 20 + 76 + 20);
+});
+
+test('DESTROYSETELEM batch: DELSETELEM\'s bytes but type 30 (Linux 6.3: no ENOENT)', () => {
+  const b = new NlBuilder();
+  encodeSetElemBatch(b, 1, INET_FILTER, 'ftp6proxy4', encodeKey(H4), 'destroy');
+  eqBytes(
+    b.bytes().subarray(20, 20 + 0x4c),
+    hex(`
+      4c 00 00 00  1e 0a  05 00  02 00 00 00  00 00 00 00   # len 76, (10 << 8) | NFT_MSG_DESTROYSETELEM 30, REQUEST|ACK
+      01 00  00 00
+      0b 00 01 00  66 69 6c 74 65 72 00 00
+      0f 00 02 00  66 74 70 36 70 72 6f 78 79 34 00 00
+      1c 00 03 80  18 00 01 80  14 00 01 80  10 00 01 00
       c6 12 00 01  c6 12 00 02  c3 50 00 00
     `),
   );
