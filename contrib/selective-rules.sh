@@ -30,8 +30,8 @@ iptables -A FTP6PROXY-S -m bpf --bytecode '35,128 0 0 0,37 0 32 19,7 0 0 0,40 0 
 iptables -A FTP6PROXY-S-PART -j CONNMARK --set-xmark 0x400000/0x400000
 iptables -A FTP6PROXY-S-PART -j NFQUEUE --queue-num 10004 --queue-bypass
 iptables -A FTP6PROXY-S -m connmark --mark 0x100000/0x100000 -j NFQUEUE --queue-num 10004 --queue-bypass
-iptables -A FTP6PROXY-S -m bpf --bytecode '13,128 0 0 0,37 0 10 51,48 0 0 0,21 0 8 69,40 0 0 6,69 6 0 16383,48 0 0 9,21 0 4 6,48 0 0 32,84 0 0 240,21 0 1 128,6 0 0 1,6 0 0 0' -m string --algo bm --from 55 --string - -j FTP6PROXY-S-DASH
-iptables -A FTP6PROXY-S -m bpf --bytecode '13,128 0 0 0,37 0 10 51,48 0 0 0,21 0 8 69,40 0 0 6,69 6 0 16383,48 0 0 9,21 0 4 6,48 0 0 32,84 0 0 240,21 0 1 128,6 0 0 0,6 0 0 1' -m string --algo bm --from 43 --string - -j FTP6PROXY-S-DASH
+iptables -A FTP6PROXY-S -m bpf --bytecode '23,128 0 0 0,37 0 19 32,48 0 0 0,21 0 17 69,40 0 0 6,69 15 0 16383,48 0 0 9,21 0 13 6,48 0 0 32,84 0 0 240,21 0 2 128,128 0 0 0,37 7 0 51,48 0 0 32,84 0 0 240,116 0 0 2,4 0 0 20,7 0 0 0,128 0 0 0,45 1 2 0,6 0 0 1,6 0 0 0,6 0 0 0' -m string --algo bm --from 55 --string - -j FTP6PROXY-S-DASH
+iptables -A FTP6PROXY-S -m bpf --bytecode '23,128 0 0 0,37 0 19 32,48 0 0 0,21 0 17 69,40 0 0 6,69 15 0 16383,48 0 0 9,21 0 13 6,48 0 0 32,84 0 0 240,21 0 2 128,128 0 0 0,37 7 0 51,48 0 0 32,84 0 0 240,116 0 0 2,4 0 0 20,7 0 0 0,128 0 0 0,45 1 2 0,6 0 0 0,6 0 0 1,6 0 0 0' -m string --algo bm --from 43 --string - -j FTP6PROXY-S-DASH
 iptables -A FTP6PROXY-S-DASH -j CONNMARK --set-xmark 0x100000/0x100000
 iptables -A FTP6PROXY-S-DASH -j NFQUEUE --queue-num 10004 --queue-bypass
 iptables -A FTP6PROXY-S -m string --algo bm --from 40 --string 227 -j NFQUEUE --queue-num 10004 --queue-bypass
@@ -63,8 +63,8 @@ ip6tables -A FTP6PROXY-S -m bpf --bytecode '29,128 0 0 0,37 0 26 59,7 0 0 0,40 0
 ip6tables -A FTP6PROXY-S-PART -j CONNMARK --set-xmark 0x400000/0x400000
 ip6tables -A FTP6PROXY-S-PART -j NFQUEUE --queue-num 10004 --queue-bypass
 ip6tables -A FTP6PROXY-S -m connmark --mark 0x100000/0x100000 -j NFQUEUE --queue-num 10004 --queue-bypass
-ip6tables -A FTP6PROXY-S -m bpf --bytecode '9,128 0 0 0,37 0 6 71,48 0 0 6,21 0 4 6,48 0 0 52,84 0 0 240,21 0 1 128,6 0 0 1,6 0 0 0' -m string --algo bm --from 75 --string - -j FTP6PROXY-S-DASH
-ip6tables -A FTP6PROXY-S -m bpf --bytecode '9,128 0 0 0,37 0 6 71,48 0 0 6,21 0 4 6,48 0 0 52,84 0 0 240,21 0 1 128,6 0 0 0,6 0 0 1' -m string --algo bm --from 63 --string - -j FTP6PROXY-S-DASH
+ip6tables -A FTP6PROXY-S -m bpf --bytecode '19,128 0 0 0,37 0 15 52,48 0 0 6,21 0 13 6,48 0 0 52,84 0 0 240,21 0 2 128,128 0 0 0,37 7 0 71,48 0 0 52,84 0 0 240,116 0 0 2,4 0 0 40,7 0 0 0,128 0 0 0,45 1 2 0,6 0 0 1,6 0 0 0,6 0 0 0' -m string --algo bm --from 75 --string - -j FTP6PROXY-S-DASH
+ip6tables -A FTP6PROXY-S -m bpf --bytecode '19,128 0 0 0,37 0 15 52,48 0 0 6,21 0 13 6,48 0 0 52,84 0 0 240,21 0 2 128,128 0 0 0,37 7 0 71,48 0 0 52,84 0 0 240,116 0 0 2,4 0 0 40,7 0 0 0,128 0 0 0,45 1 2 0,6 0 0 0,6 0 0 1,6 0 0 0' -m string --algo bm --from 63 --string - -j FTP6PROXY-S-DASH
 ip6tables -A FTP6PROXY-S-DASH -j CONNMARK --set-xmark 0x100000/0x100000
 ip6tables -A FTP6PROXY-S-DASH -j NFQUEUE --queue-num 10004 --queue-bypass
 ip6tables -A FTP6PROXY-S -m string --algo bm --from 60 --string 227 -j NFQUEUE --queue-num 10004 --queue-bypass

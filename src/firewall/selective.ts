@@ -300,40 +300,55 @@ export type LayoutWant = 'ts' | 'other';
  *   - 'ts':    TCP segments laid out as TS_PAYLOAD says (IPv4: version 4,
  *              ihl 5, not a fragment; IPv6: TCP right after the fixed
  *              header; data offset 8), with at least TS_PAYLOAD bytes;
- *   - 'other': every other packet, and every packet it cannot read.
- * Exactly one of the two matches any packet.  They let the '-' rule start
- * its search where the payload starts, past the TCP options: timestamps
- * are 8 bytes that change with every segment, and a 0x2d among them queued
- * about one segment in twenty for nothing (and, since the kernel sets the
- * see-all bit on a '-', the segment after it too).
+ *   - 'other': the other packets that carry payload after the TCP header,
+ *              and every packet it cannot read.
+ * At most one of the two matches a packet; neither matches a segment it can
+ * read that has no payload (a SYN-ACK, a bare ACK): there is no '-' of a
+ * reply in it, and a search from MIN_PAYLOAD + 3 would only look at its
+ * TCP options.  They let the '-' rule start its search where the payload
+ * starts, past the TCP options: timestamps are 8 bytes that change with
+ * every segment, and a 0x2d among them queued about one segment in twenty
+ * for nothing (and, since the kernel sets the see-all bit on a '-', the
+ * segment after it too).
  */
 export function layoutProgram(family: 4 | 6, want: LayoutWant): BpfInsn[] {
   const tsAt = TS_PAYLOAD[family];
+  const tcpAt = family === 4 ? 20 : 40;
   const head: AsmInsn[] = family === 4
     ? [
       { code: LD | W | LEN },
-      { code: JMP | JGT | K, k: tsAt - 1, jt: 'long', jf: 'OTHER' }, // every byte read below is present
+      { code: JMP | JGT | K, k: tcpAt + 12, jt: 'long', jf: 'OTHER' }, // every byte read below is present
       { code: LD | B | ABS, k: 0, label: 'long' },
       { code: JMP | JEQ | K, k: 0x45, jt: 'v4', jf: 'OTHER' }, // version 4, ihl 5
       { code: LD | H | ABS, k: 6, label: 'v4' },
       { code: JMP | JSET | K, k: 0x3fff, jt: 'OTHER', jf: 'whole' }, // MF or a fragment offset
       { code: LD | B | ABS, k: 9, label: 'whole' },
       { code: JMP | JEQ | K, k: 6, jt: 'tcp', jf: 'OTHER' },
-      { code: LD | B | ABS, k: 20 + 12, label: 'tcp' },
     ]
     : [
       { code: LD | W | LEN },
-      { code: JMP | JGT | K, k: tsAt - 1, jt: 'long', jf: 'OTHER' },
+      { code: JMP | JGT | K, k: tcpAt + 12, jt: 'long', jf: 'OTHER' },
       { code: LD | B | ABS, k: 6, label: 'long' }, // next header
       { code: JMP | JEQ | K, k: 6, jt: 'tcp', jf: 'OTHER' },
-      { code: LD | B | ABS, k: 40 + 12, label: 'tcp' },
     ];
   const prog = assemble([
     ...head,
+    { code: LD | B | ABS, k: tcpAt + 12, label: 'tcp' },
     { code: ALU | AND | K, k: 0xf0 },
-    { code: JMP | JEQ | K, k: 0x80, jt: 'TS', jf: 'OTHER' }, // data offset 8 words
+    { code: JMP | JEQ | K, k: 0x80, jt: 'd8', jf: 'payload' }, // data offset 8 words
+    { code: LD | W | LEN, label: 'd8' },
+    { code: JMP | JGT | K, k: tsAt - 1, jt: 'TS', jf: 'payload' },
+    // Payload past the TCP header?  X = where it starts: tcpAt + data offset * 4.
+    { code: LD | B | ABS, k: tcpAt + 12, label: 'payload' },
+    { code: ALU | AND | K, k: 0xf0 },
+    { code: ALU | RSH | K, k: 2 },
+    { code: ALU | ADD | K, k: tcpAt },
+    { code: MISC | TAX },
+    { code: LD | W | LEN },
+    { code: JMP | JGT | X, jt: 'OTHER', jf: 'NONE' },
     { code: RET | K, k: want === 'ts' ? 1 : 0, label: 'TS' },
     { code: RET | K, k: want === 'ts' ? 0 : 1, label: 'OTHER' },
+    { code: RET | K, k: 0, label: 'NONE' },
   ]);
   if (prog.length > XT_BPF_MAX_NUM_INSTR) throw new Error(`bpf: program of ${prog.length} instructions`);
   return prog;

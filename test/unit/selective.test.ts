@@ -333,30 +333,43 @@ test('bytecode text: count first, then the instructions, at most 64', () => {
 
 // ---- the layout programs of the '-' rules -------------------------------------------
 
-/** Where the payload starts if the packet is a whole TCP segment in the usual layout, else null. */
-function layoutReference(family: 4 | 6, p: Uint8Array): 'ts' | 'other' {
-  if (p.length < TS_PAYLOAD[family]) return 'other';
+/**
+ * Which layout program should match: 'ts' for a whole TCP segment laid out
+ * as TS_PAYLOAD says, 'none' for one that can be read and carries no
+ * payload past its TCP header, else 'other' (payload elsewhere, or a packet
+ * the programs cannot read).
+ */
+function layoutReference(family: 4 | 6, p: Uint8Array): 'ts' | 'other' | 'none' {
+  const tcpAt = family === 4 ? 20 : 40;
+  if (p.length <= tcpAt + 12) return 'other';
   if (family === 4) {
     if (p[0] !== 0x45 || (((p[6] << 8) | p[7]) & 0x3fff) !== 0 || p[9] !== 6) return 'other';
-    return p[32] >> 4 === 8 ? 'ts' : 'other';
+  } else if (p[6] !== 6) {
+    return 'other';
   }
-  return p[6] === 6 && p[52] >> 4 === 8 ? 'ts' : 'other';
+  const doff = p[tcpAt + 12] >> 4;
+  if (doff === 8 && p.length >= TS_PAYLOAD[family]) return 'ts';
+  return p.length > tcpAt + doff * 4 ? 'other' : 'none';
 }
 
-test('layout programs: exactly one matches; ts only where the payload starts at TS_PAYLOAD', () => {
+test('layout programs: at most one matches; ts only where the payload starts at TS_PAYLOAD, neither on a readable segment without payload', () => {
   const r = rng(0x1a7007);
-  const seen = { ts: 0, other: 0 };
+  const seen = { ts: 0, other: 0, none: 0 };
   for (const family of [4, 6] as const) {
     const ts = layoutProgram(family, 'ts');
     const other = layoutProgram(family, 'other');
     assert.ok(ts.length <= XT_BPF_MAX_NUM_INSTR && other.length === ts.length);
     // The packets a server sends: with timestamps, the payload is at TS_PAYLOAD.
-    const named: Array<[string, Uint8Array, 'ts' | 'other']> = [
+    const named: Array<[string, Uint8Array, 'ts' | 'other' | 'none']> = [
       ['doff 8, "230-"', tcp(family, '230-a\r\n', { tcpOptions: 12 }), 'ts'],
       ['doff 8, no payload', tcp(family, '', { tcpOptions: 12 }), 'ts'],
       ['doff 5', tcp(family, '230-a\r\n'), 'other'],
       ['doff 6', tcp(family, '230-a\r\n', { tcpOptions: 4 }), 'other'],
-      ['doff 8, cut before the payload', tcp(family, '', { tcpOptions: 12 }).subarray(0, TS_PAYLOAD[family] - 1), 'other'],
+      ['doff 5, no payload (a bare ACK)', tcp(family, ''), 'none'],
+      ['doff 10, no payload (a SYN-ACK\'s options)', tcp(family, '', { tcpOptions: 20 }), 'none'],
+      ['doff 10, payload', tcp(family, '230-a\r\n', { tcpOptions: 20 }), 'other'],
+      ['doff 8, cut before the payload', tcp(family, '', { tcpOptions: 12 }).subarray(0, TS_PAYLOAD[family] - 1), 'none'],
+      ['cut inside the TCP header', tcp(family, '230-a\r\n').subarray(0, (family === 4 ? 20 : 40) + 12), 'other'],
       ['not TCP', tcp(family, '230-a\r\n', { tcpOptions: 12, protocol: 17 }), 'other'],
       ['nothing', new Uint8Array(0), 'other'],
     ];
@@ -373,6 +386,7 @@ test('layout programs: exactly one matches; ts only where the payload starts at 
       assert.not.ok(a.oob || b.oob, `${name}: a load ran past the end`);
       assert.is(a.ret !== 0, want === 'ts', `IPv${family} ${name}: ts returned ${a.ret}`);
       assert.is(b.ret !== 0, want === 'other', `IPv${family} ${name}: other returned ${b.ret}`);
+      seen[want]++;
     }
     // The '-' rule searching from TS_PAYLOAD + 3 finds the dash of "230-".
     const p = named[0][1];
@@ -392,7 +406,7 @@ test('layout programs: exactly one matches; ts only where the payload starts at 
       assert.is(b.ret !== 0, want === 'other', `other on ${hex}`);
     }
   }
-  for (const k of ['ts', 'other'] as const) assert.ok(seen[k] > 500, `${k}: only ${seen[k]}`);
+  for (const k of ['ts', 'other', 'none'] as const) assert.ok(seen[k] > 200, `${k}: only ${seen[k]}`);
 });
 
 // ---- the ruleset -----------------------------------------------------------------
