@@ -122,8 +122,20 @@ export class Engine {
   }
 
   private segment(seg: TcpSegment, pkt: Packet): Decision[] {
-    const found = this.table.lookup(seg, pkt.time, (s) => this.ended(s, 'evicted'));
+    let found = this.table.lookup(seg, pkt.time, (s) => this.ended(s, 'evicted'));
     if (found === null) return [];
+    if (!found.created) {
+      // A new connection on the same addresses and ports, whose start we
+      // did not see: the old session's state (sequence numbers, a partial
+      // line, a multi-line reply) must not blind us to its lines.
+      const old = found.session;
+      if ((found.fromClient ? old.fromClient : old.fromServer).startsNewConnection(seg.seq, (seg.flags & TCP_SYN) !== 0)) {
+        this.table.remove(old);
+        this.ended(old, 'replaced');
+        found = this.table.lookup(seg, pkt.time, (s) => this.ended(s, 'evicted'));
+        if (found === null) return [];
+      }
+    }
     const { session: s, fromClient, created } = found;
     if (created) {
       const arrow = `${s.clientText}.${s.clientPort} -> ${s.serverText}.${s.serverPort}`;
@@ -171,6 +183,7 @@ export class Engine {
       fin: 'closed',
       idle: 'idle, forgotten',
       evicted: 'evicted (session table full)',
+      replaced: 'replaced by a new connection on the same addresses and ports',
     };
     this.log.log(why === 'evicted' ? 'notice' : 'debug', `#${s.id} session end: ${text[why]}`);
   }

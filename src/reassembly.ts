@@ -86,6 +86,24 @@ export class StreamReassembler {
     return this.next === -1 ? undefined : this.next;
   }
 
+  /**
+   * Whether a segment at `seq` starts a new connection on this stream's
+   * addresses and ports rather than continuing it: a SYN past the expected
+   * sequence number or far behind it (push() starts over there too), or any
+   * segment more than SYN_WINDOW from it either way.  A control connection
+   * never has that much unacknowledged, so neither a retransmission nor a
+   * gap is that far; a new connection's random initial sequence number
+   * almost always is.  It matters where the queue rules keep SYN and FIN
+   * from us (data-only, selective): a session is then never seen to end,
+   * and when a client reuses its port, the new connection's lines would be
+   * taken for old retransmissions or held for a gap that never fills.
+   */
+  startsNewConnection(seq: number, syn: boolean): boolean {
+    if (this.next === -1) return false;
+    const d = seqDiff(syn ? (seq + 1) >>> 0 : seq >>> 0, this.next);
+    return d < -SYN_WINDOW || (syn ? d > 0 : d > SYN_WINDOW);
+  }
+
   /** Bytes of a partial line waiting for its end. */
   get pending(): number {
     return this.bufLen;

@@ -165,6 +165,39 @@ test('mid-stream pickup: no SYN seen, server side first', () => {
   assert.ok(logger.has(/^debug #1 new session fd00:1::2\.40012 -> fd00:2::2\.21 \(picked up mid-stream\)$/), logger.lines.join('\n'));
 });
 
+test('a client reusing its port: the new connection gets a new session, whether or not its SYN is seen', () => {
+  for (const selective of [false, true]) {
+    for (const isn of [0x10, 0x80000010, 0x120000]) {
+      const { feed, logger } = setup({ selective });
+      // The old connection: its end never queued (data-only and selective
+      // rules queue neither FIN nor SYN), and it stopped inside a multi-line
+      // reply with half a line pending.
+      const old = new TcpFlow({ ...v6, clientIsn: 0x40000000, serverIsn: 0x40000000 });
+      assert.equal(feed(old.server('230-Welcome\r\n'), old.server('230-half a li')), []);
+      // The new one on the same ports, sequence numbers far from the old ones
+      const next = new TcpFlow({ ...v6, clientIsn: isn, serverIsn: isn + 0x7000000 });
+      assert.equal(feed(next.server('229 Entering Extended Passive Mode (|||50000|)\r\n')), ['#2 229 hole fd00:1::2 -> fd00:2::2.50000'], `isn ${isn.toString(16)}`);
+      assert.ok(logger.has(/^debug #1 session end: replaced by a new connection on the same addresses and ports$/), logger.lines.join('\n'));
+      assert.equal(feed(next.client('EPRT |2|fd00:1::2|50001|\r\n')), ['#2 EPRT hole fd00:2::2 -> fd00:1::2.50001']);
+    }
+  }
+  // With the SYN seen (every segment queued), a SYN past what the old
+  // session expects is a new connection too, and forgets the old multi-line reply.
+  const { feed, logger } = setup();
+  const old = new TcpFlow({ ...v4, clientIsn: 1000, serverIsn: 5000 });
+  assert.equal(feed(old.open(), old.server('230-Welcome\r\n')), []);
+  const next = new TcpFlow({ ...v4, clientIsn: 900000, serverIsn: 7000 });
+  assert.equal(feed(next.open(), next.server('227 Entering Passive Mode (198,18,2,2,195,80)\r\n')), ['#2 227 hole 198.18.1.2 -> 198.18.2.2.50000']);
+  assert.ok(logger.has(/^debug #1 session end: replaced/), logger.lines.join('\n'));
+  // Retransmissions, overlaps and small gaps of one connection replace nothing.
+  const one = setup();
+  const f = new TcpFlow(v4);
+  one.feed(f.open(), f.client('USER a\r\n'));
+  const seq = f.cseq;
+  one.feed(f.client('USER a\r\n', { seq: seq - 8 }), f.client('PASS b\r\n', { seq: seq + 4000 }));
+  assert.not.ok(one.logger.has(/replaced/), one.logger.lines.join('\n'));
+});
+
 test('sessions are forgotten on RST, on FIN from both sides, on idle, and by eviction', () => {
   const { feed, engine, logger } = setup({ idleTimeoutMs: 1000, maxSessions: 3 });
   const mk = (port: number) => new TcpFlow({ ...v4, clientPort: port });
