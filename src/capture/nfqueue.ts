@@ -24,6 +24,7 @@ import {
   defaultClock,
   nfnlType,
   walkAttrs,
+  writeU32H,
 } from '../netlink';
 import { Clock, FtpProxyError, Logger, Packet, PacketHandler, PacketSource, Timer } from '../types';
 
@@ -101,6 +102,34 @@ export function encodeNfqVerdict(b: NlBuilder, seq: number, queue: number, id: n
   b.beginMsg(MSG_VERDICT, NLM_F_REQUEST, seq).nfgen(NFPROTO_UNSPEC, queue).attr(NFQA_VERDICT_HDR, hdr);
   if (mark !== undefined) b.u32be(NFQA_MARK, mark >>> 0);
   return b.endMsg();
+}
+
+/**
+ * encodeNfqVerdict's two layouts for one queue (without and with NFQA_MARK),
+ * encoded once: a verdict differs only in its sequence number, verdict,
+ * packet id and mark, which fill() writes in place.  The bytes are
+ * encodeNfqVerdict's (test/unit/netlink.test.ts compares them).  Every
+ * packet gets a verdict, so this saves building the message each time.
+ */
+export class NfqVerdicts {
+  private readonly plain: Buffer;
+  private readonly marked: Buffer;
+
+  constructor(queue: number) {
+    this.plain = Buffer.from(encodeNfqVerdict(new NlBuilder(64), 0, queue, 0, NF_ACCEPT).bytes());
+    this.marked = Buffer.from(encodeNfqVerdict(new NlBuilder(64), 0, queue, 0, NF_ACCEPT, 0).bytes());
+  }
+
+  /** The verdict message; valid until the next fill. */
+  fill(seq: number, id: number, verdict: number, mark?: number): Buffer {
+    const b = mark === undefined ? this.plain : this.marked;
+    writeU32H(b, seq, 8); // nlmsg_seq (struct nlmsghdr), host order
+    // NFQA_VERDICT_HDR's payload after nlmsghdr (16), nfgenmsg (4) and its nlattr (4)
+    b.writeUInt32BE(verdict >>> 0, 24);
+    b.writeUInt32BE(id >>> 0, 28);
+    if (mark !== undefined) b.writeUInt32BE(mark >>> 0, 36); // NFQA_MARK's payload, after its nlattr
+    return b;
+  }
 }
 
 export interface NfqPacket {
@@ -197,8 +226,8 @@ export class NfqueueSource implements PacketSource {
   private readonly rcvbuf: number;
   private readonly seeAllMark: number;
   private readonly sock: NetlinkSocket;
-  /** reused for every verdict: sendto copies it synchronously */
-  private readonly vb = new NlBuilder(64);
+  /** the verdict messages, filled in for each packet: sendto copies them synchronously */
+  private readonly verdicts: NfqVerdicts;
   /** packet ids handed to the handler and not yet given their verdict */
   private readonly inFlight = new Set<number>();
   /** packets held by a handler's promise, in arrival order: when to release them anyway */
@@ -222,6 +251,7 @@ export class NfqueueSource implements PacketSource {
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 2000;
     this.rcvbuf = opts.rcvbuf ?? 8 * 1024 * 1024;
     this.seeAllMark = (opts.seeAllMark ?? 0) >>> 0;
+    this.verdicts = new NfqVerdicts(this.queue);
     this.sock = new NetlinkSocket({ native: opts.native, clock: this.clock, logger: opts.logger });
   }
 
@@ -386,7 +416,7 @@ export class NfqueueSource implements PacketSource {
   private verdict(id: number, mark?: number): void {
     if (!this.sock.isOpen) return;
     try {
-      this.sock.send(encodeNfqVerdict(this.vb.reset(), this.sock.nextSeq(), this.queue, id, NF_ACCEPT, mark).bytes());
+      this.sock.send(this.verdicts.fill(this.sock.nextSeq(), id, NF_ACCEPT, mark));
     } catch (e) {
       // The packet stays queued until the socket closes; then the kernel
       // drops it.  Nothing better to do than say so.

@@ -14,6 +14,7 @@ import {
   NFQNL_CFG_CMD_BIND,
   NFQA_CFG_F_FAIL_OPEN,
   NF_ACCEPT,
+  NfqVerdicts,
   NfqueueSource,
   decodeNfqPacket,
   encodeNfqCommand,
@@ -198,6 +199,24 @@ test('NFQNL_MSG_VERDICT with NFQA_MARK (selective queueing)', () => {
       08 00 03 00  80 10 00 01                              # NFQA_MARK 0x80100001
     `),
   );
+});
+
+test('NfqVerdicts.fill gives encodeNfqVerdict\'s bytes (with and without a mark, any seq, id, verdict, queue)', () => {
+  let seed = 7;
+  const rnd = (): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return ((seed >>> 8) * 0x1001 + seed) >>> 0;
+  };
+  for (const queue of [0, 10004, 65535]) {
+    const v = new NfqVerdicts(queue);
+    for (let i = 0; i < 300; i++) {
+      const seq = i === 0 ? 0xffffffff : rnd();
+      const id = rnd();
+      const verdict = i % 2 === 0 ? NF_ACCEPT : rnd() % 6;
+      const mark = i % 3 === 0 ? undefined : i === 1 ? 0xffffffff : rnd();
+      eqBytes(v.fill(seq, id, verdict, mark), encodeNfqVerdict(new NlBuilder(), seq, queue, id, verdict, mark).bytes(), `queue ${queue} #${i}`);
+    }
+  }
 });
 
 // ---- decoders -----------------------------------------------------------------
