@@ -289,6 +289,19 @@ export class StderrLogger implements Logger {
       // never throw from log()
     }
   }
+
+  /** The lines in one write: a packet's few lines cost one system call, not one each. */
+  logMany(lines: ReadonlyArray<readonly [Level, string]>): void {
+    if (lines.length === 0) return;
+    const head = `${this.ident}[${this.pid()}]: `;
+    let text = '';
+    for (const [level, msg] of lines) text += `${head}${level}: ${msg}\n`;
+    try {
+      this.write(text);
+    } catch {
+      // never throw from log()
+    }
+  }
 }
 
 /**
@@ -331,6 +344,14 @@ export class DeferredLogger implements Logger {
     if (this.dropped > 0) {
       lines.push(['warning', `${this.dropped} log lines dropped: more than ${this.max} in one turn of the event loop`]);
       this.dropped = 0;
+    }
+    if (this.inner.logMany !== undefined) {
+      try {
+        this.inner.logMany(lines);
+      } catch {
+        // never throw from log()
+      }
+      return;
     }
     for (const [level, msg] of lines) {
       try {

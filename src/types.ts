@@ -123,6 +123,11 @@ export type Level = 'err' | 'warning' | 'notice' | 'info' | 'debug';
 
 export interface Logger {
   log(level: Level, msg: string): void;
+  /**
+   * Several lines at once, in order, where the logger can do better than
+   * one log() each (StderrLogger: one write).  Optional.
+   */
+  logMany?(lines: ReadonlyArray<readonly [Level, string]>): void;
 }
 
 /** What an FTP line announced. */

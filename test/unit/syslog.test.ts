@@ -208,6 +208,23 @@ test('DeferredLogger: lines wait for the scheduled flush, in order; flush() is i
   assert.is(got[got.length - 1], 'y');
 });
 
+test('DeferredLogger over StderrLogger: one write per flush, the lines in order', () => {
+  const writes: string[] = [];
+  const scheduled: Array<() => void> = [];
+  const d = new DeferredLogger(new StderrLogger((t) => writes.push(t), 'ftp6proxy', () => 5), 100, (fn) => scheduled.push(fn));
+  d.log('debug', '#1 new session');
+  d.log('debug', '#1 229 from server');
+  d.log('info', '#1 hole 64000 open');
+  scheduled[0]();
+  assert.equal(writes, ['ftp6proxy[5]: debug: #1 new session\nftp6proxy[5]: debug: #1 229 from server\nftp6proxy[5]: info: #1 hole 64000 open\n']);
+  d.flush(); // nothing pending: no write
+  assert.is(writes.length, 1);
+  // a write that throws is swallowed, as by log()
+  const bad = new DeferredLogger(new StderrLogger(() => { throw new Error('EPIPE'); }), 100, (fn) => scheduled.push(fn));
+  bad.log('info', 'lost');
+  assert.not.throws(() => bad.flush());
+});
+
 test('DeferredLogger: by default the lines go out after the current turn (setImmediate)', async () => {
   const got: string[] = [];
   const d = new DeferredLogger({ log: (_l: Level, m: string) => void got.push(m) });
