@@ -68,7 +68,10 @@ function describe(e: unknown): string {
 export class HoleManager {
   private readonly o: Required<Omit<HoleManagerOptions, 'onEvent'>> & Pick<HoleManagerOptions, 'onEvent'>;
   private readonly slots = new Map<number, Slot>();
-  private readonly perSession = new Map<number, number>();
+  /** each session's slots (closing ones too, until the firewall lets them go) */
+  private readonly perSession = new Map<number, Slot[]>();
+  /** every rule number below this one is in use (lowestFree starts here) */
+  private freeFrom: number;
   /** true between "pool exhausted" and the next release: one log line per burst */
   private exhaustedBurst = false;
   private readonly s: HoleStats;
@@ -78,11 +81,12 @@ export class HoleManager {
     // turn the bounded wait into no wait at all.
     this.o = { ...opts, callTimeoutMs: opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, retryMs: opts.retryMs ?? 5000 };
     this.s = { inUse: 0, free: opts.count, opened: 0, closed: 0, exhausted: 0, failed: 0 };
+    this.freeFrom = opts.base;
   }
 
   /** Holes held for a session: the engine's bound on pending holes uses it. */
   pendingFor(session: number): number {
-    return this.perSession.get(session) ?? 0;
+    return this.perSession.get(session)?.length ?? 0;
   }
 
   stats(): HoleStats {
@@ -93,9 +97,13 @@ export class HoleManager {
     return [...this.slots.values()].map((s) => s.hole);
   }
 
+  /** The lowest free rule number; numbers below freeFrom are in use, so the search starts there. */
   private lowestFree(): number | undefined {
-    for (let n = this.o.base; n < this.o.base + this.o.count; n++) if (!this.slots.has(n)) return n;
-    return undefined;
+    const end = this.o.base + this.o.count;
+    let n = this.freeFrom;
+    while (n < end && this.slots.has(n)) n++;
+    this.freeFrom = n;
+    return n < end ? n : undefined;
   }
 
   /**
@@ -114,10 +122,10 @@ export class HoleManager {
     const { logger, clock } = this.o;
     const what = `${spec.src} -> ${spec.dst} port ${spec.port}`;
     // The same announcement again (a client repeating PORT): refresh the hole it has.
-    for (const slot of this.slots.values()) {
+    const mine = this.perSession.get(session);
+    for (const slot of mine ?? []) {
       const h = slot.hole;
-      if (!slot.closing && h.session === session && h.family === spec.family && h.src === spec.src &&
-          h.dst === spec.dst && h.port === spec.port) {
+      if (!slot.closing && h.family === spec.family && h.src === spec.src && h.dst === spec.dst && h.port === spec.port) {
         slot.timer?.cancel();
         this.arm(slot);
         logger.log('info', `#${session} hole ${h.rule} renewed by ${via}: ${what}`);
@@ -136,7 +144,8 @@ export class HoleManager {
     const hole: Hole = { ...spec, rule, session };
     const slot: Slot = { hole, closing: false };
     this.slots.set(rule, slot);
-    this.perSession.set(session, this.pendingFor(session) + 1);
+    if (mine === undefined) this.perSession.set(session, [slot]);
+    else mine.push(slot);
     this.arm(slot);
     this.s.opened++;
     this.o.onEvent?.({ type: 'open', time: clock.now(), hole });
@@ -216,9 +225,13 @@ export class HoleManager {
     const h = slot.hole;
     slot.timer?.cancel();
     this.slots.delete(h.rule);
-    const n = this.pendingFor(h.session) - 1;
-    if (n > 0) this.perSession.set(h.session, n);
-    else this.perSession.delete(h.session);
+    if (h.rule < this.freeFrom) this.freeFrom = h.rule;
+    const mine = this.perSession.get(h.session);
+    const i = mine === undefined ? -1 : mine.indexOf(slot);
+    if (mine !== undefined && i >= 0) {
+      mine.splice(i, 1);
+      if (mine.length === 0) this.perSession.delete(h.session);
+    }
     this.exhaustedBurst = false;
     this.s.closed++;
     this.o.onEvent?.({ type: 'close', time: this.o.clock.now(), hole: h });

@@ -41,6 +41,29 @@ test('lowest free rule first, closes after -t, numbers reused only after release
   assert.equal(events.filter((e) => e.type === 'close').map((e) => [e.hole.rule, e.time]), [[64000, 3000], [64001, 3000]]);
 });
 
+test('random opens, renewals and closes: always the lowest free number, pendingFor counts each session\'s holes', async () => {
+  const { clock, hm } = setup({ count: 40 });
+  let seed = 99;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  for (let i = 0; i < 3000; i++) {
+    const held = new Set(hm.holes().map((h) => h.rule));
+    let lowest: number | undefined;
+    for (let n = 64000; n < 64040; n++) if (!held.has(n)) { lowest = n; break; }
+    const session = 1 + rnd(12);
+    const port = 40000 + rnd(30);
+    const renewal = hm.holes().find((h) => h.session === session && h.port === port);
+    const h = await hm.request(session, '229', spec(port));
+    if (renewal !== undefined) assert.is(h?.rule, renewal.rule, `renewal #${i}`);
+    else assert.is(h?.rule ?? undefined, lowest, `open #${i}: held ${[...held].sort().join(',')}`);
+    for (let s2 = 1; s2 <= 12; s2++) assert.is(hm.pendingFor(s2), hm.holes().filter((x) => x.session === s2).length);
+    clock.advance(rnd(4) === 0 ? 700 : 40);
+    await flush();
+  }
+});
+
 test('pool exhausted: no hole, one log line per burst, recovers after release', async () => {
   const { clock, hm, logs } = setup({ count: 2 });
   await hm.request(1, '227', spec(41000));
