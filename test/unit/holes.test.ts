@@ -42,7 +42,9 @@ test('lowest free rule first, closes after -t, numbers reused only after release
 });
 
 test('random opens, renewals and closes: always the lowest free number, pendingFor counts each session\'s holes', async () => {
-  const { clock, hm } = setup({ count: 40 });
+  const COUNT = 12; // about as many as -t holds at this rate: full now and then
+  const { clock, hm } = setup({ count: COUNT });
+  let full = 0;
   let seed = 99;
   const rnd = (n: number): number => {
     seed = (seed * 1103515245 + 12345) >>> 0;
@@ -51,7 +53,8 @@ test('random opens, renewals and closes: always the lowest free number, pendingF
   for (let i = 0; i < 3000; i++) {
     const held = new Set(hm.holes().map((h) => h.rule));
     let lowest: number | undefined;
-    for (let n = 64000; n < 64040; n++) if (!held.has(n)) { lowest = n; break; }
+    for (let n = 64000; n < 64000 + COUNT; n++) if (!held.has(n)) { lowest = n; break; }
+    if (lowest === undefined) full++;
     const session = 1 + rnd(12);
     const port = 40000 + rnd(30);
     const renewal = hm.holes().find((h) => h.session === session && h.port === port);
@@ -59,9 +62,10 @@ test('random opens, renewals and closes: always the lowest free number, pendingF
     if (renewal !== undefined) assert.is(h?.rule, renewal.rule, `renewal #${i}`);
     else assert.is(h?.rule ?? undefined, lowest, `open #${i}: held ${[...held].sort().join(',')}`);
     for (let s2 = 1; s2 <= 12; s2++) assert.is(hm.pendingFor(s2), hm.holes().filter((x) => x.session === s2).length);
-    clock.advance(rnd(4) === 0 ? 700 : 40);
+    clock.advance(clock.now() + (rnd(4) === 0 ? 700 : 40)); // advance() takes a time, not a step
     await flush();
   }
+  assert.ok(full > 50 && hm.stats().closed > 2000, `pool full ${full} times, ${hm.stats().closed} closed`);
 });
 
 test('pool exhausted: no hole, one log line per burst, recovers after release', async () => {
