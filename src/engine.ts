@@ -66,6 +66,8 @@ export class Engine {
   private cur: Session | null = null;
   private curFromClient = false;
   private curOut: Decision[] = [];
+  /** the server's reply code 221 or 421 in this packet: it is closing the control connection */
+  private curClosing = 0;
   private readonly sink: LineSink;
 
   constructor(opts: EngineOptions) {
@@ -154,11 +156,25 @@ export class Engine {
       this.cur = s;
       this.curFromClient = fromClient;
       this.curOut = out;
+      this.curClosing = 0;
       const stream = fromClient ? s.fromClient : s.fromServer;
       stream.push(seg.seq, seg.payload, (seg.flags & TCP_SYN) !== 0, this.sink);
       // Idle sessions should hold no line buffer (memory per session).
       stream.release();
       this.cur = null;
+      if (this.curClosing !== 0) {
+        // 221 (after QUIT) or 421: the server closes the control connection,
+        // and nothing after it on these ports belongs to this session.  Where
+        // the queue rules keep FIN from us (data-only), this is how we learn
+        // the session ended: a client that reuses its port at once (its new
+        // sequence numbers then lie just past the old ones) starts afresh.
+        const code = this.curClosing;
+        this.curClosing = 0;
+        this.table.remove(s);
+        this.log.log('debug', `#${s.id} session end: the server closes it (${code})`);
+        if (this.selective && !fromClient) pkt.seeAll = false;
+        return out;
+      }
     }
     // Lines inside a multi-line reply are free text: the daemon must see all
     // of them to know where the reply ends (RFC 959 4.2).  Said for every
@@ -214,6 +230,11 @@ export class Engine {
           return;
         }
       }
+    }
+
+    if (!this.curFromClient && bytes.length >= 4 && bytes[3] === 0x20) {
+      const code = replyCode(bytes);
+      if (code === 221 || code === 421) this.curClosing = code;
     }
 
     const r = parseLine(dir, bytes, this.maxLine);

@@ -13,6 +13,8 @@
  *   not match opens nothing, and the real 229 after the reply's end (a
  *   segment queued only because the daemon asked for every server packet)
  *   opens its hole.
+ * - With these rules and the data-only ones (neither queues SYN or FIN), a
+ *   client that reuses its port at once still gets its holes.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -123,6 +125,39 @@ if (why !== null) {
         assert.match(d.log(), /selective queueing \(ct mark 0x100000\)/);
       } finally {
         await stopDaemon(d);
+      }
+    });
+  });
+
+  test('data-only and selective rules: a client reusing its port at once still gets its holes', async () => {
+    // These rules keep SYN and FIN from the daemon.  curl with --local-port
+    // reuses the control connection's port for the next transfer within
+    // milliseconds, so the new connection's sequence numbers lie just past
+    // the old ones: the daemon must take the server's 221 as the old
+    // session's end, or it waits for a gap and misses the 229.
+    await withLab({ prefix: 'f6reu', policy: 'deny', queueNum: Q }, async (lab) => {
+      const srv = await lab.startServer('vsftpd');
+      const url = `ftp://[${lab.addr.server[6]}]/${lab.files.small.name}`;
+      try {
+        for (const rules of ['data-only', 'selective'] as const) {
+          lab.setPolicy('deny', Q, rules === 'selective' ? { selective: true } : { dataOnly: true });
+          const d = await startDaemon(lab, Q, rules === 'selective' ? ['-s', SEE_ALL] : []);
+          try {
+            const ports: number[] = [];
+            for (let i = 0; i < 6; i++) {
+              const r = await lab.runAsync(lab.ns.client, ['curl', '-sS', '--local-port', '41000-41010', '--connect-timeout', '4', '-m', '8',
+                '-w', '%{local_port}', '-o', '/dev/null', url], { timeoutMs: 15000 });
+              assert.is(r.status, 0, `${rules}, transfer ${i + 1}: ${r.stderr}\n${d.log().slice(-2000)}`);
+              ports.push(Number(r.stdout.trim()));
+            }
+            assert.ok(new Set(ports).size < ports.length, `${rules}: a port was reused (${ports.join(', ')})`);
+            if (rules === 'data-only') assert.match(d.log(), /session end: the server closes it \(221\)/);
+          } finally {
+            await stopDaemon(d);
+          }
+        }
+      } finally {
+        await srv.stop();
       }
     });
   });

@@ -198,6 +198,26 @@ test('a client reusing its port: the new connection gets a new session, whether 
   assert.not.ok(one.logger.has(/replaced/), one.logger.lines.join('\n'));
 });
 
+test('the server\'s 221 or 421 ends the session: a port reused at once, sequence numbers just past the old ones, starts afresh', () => {
+  for (const code of ['221', '421']) {
+    const { feed, logger } = setup();
+    const old = new TcpFlow({ ...v6, clientIsn: 1000, serverIsn: 5000 });
+    // as the data-only rules queue it: no SYN, no FIN
+    assert.equal(feed(old.server('220 hi\r\n'), old.client('QUIT\r\n'), old.server(`${code} Goodbye.\r\n`)), []);
+    assert.ok(logger.has(new RegExp(`^debug #1 session end: the server closes it \\(${code}\\)$`)), logger.lines.join('\n'));
+    // Linux picks the new connection's sequence numbers just past the old ones
+    const next = new TcpFlow({ ...v6, clientIsn: old.cseq + 70000, serverIsn: old.sseq + 70000 });
+    assert.equal(feed(next.server('220 again\r\n'), next.client('EPSV\r\n'), next.server('229 Entering Extended Passive Mode (|||50000|)\r\n')),
+      ['#2 229 hole fd00:1::2 -> fd00:2::2.50000']);
+  }
+  // a 221 line inside a multi-line reply is text, and ends nothing
+  const { feed, logger } = setup();
+  const f = new TcpFlow(v4);
+  feed(f.open(), f.server('211-Status\r\n221 not the end\r\n211 End\r\n'));
+  assert.not.ok(logger.has(/closes it/), logger.lines.join('\n'));
+  assert.equal(feed(f.server('227 Entering Passive Mode (198,18,2,2,195,80)\r\n')), ['#1 227 hole 198.18.1.2 -> 198.18.2.2.50000']);
+});
+
 test('sessions are forgotten on RST, on FIN from both sides, on idle, and by eviction', () => {
   const { feed, engine, logger } = setup({ idleTimeoutMs: 1000, maxSessions: 3 });
   const mk = (port: number) => new TcpFlow({ ...v4, clientPort: port });
