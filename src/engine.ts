@@ -168,10 +168,8 @@ export class Engine {
         // the queue rules keep FIN from us (data-only), this is how we learn
         // the session ended: a client that reuses its port at once (its new
         // sequence numbers then lie just past the old ones) starts afresh.
-        const code = this.curClosing;
-        this.curClosing = 0;
         this.table.remove(s);
-        this.log.log('debug', `#${s.id} session end: the server closes it (${code})`);
+        this.ended(s, 'closing', ` (${this.curClosing})`);
         if (this.selective && !fromClient) pkt.seeAll = false;
         return out;
       }
@@ -193,15 +191,16 @@ export class Engine {
     return out;
   }
 
-  private ended(s: Session, why: EndReason): void {
+  private ended(s: Session, why: EndReason, detail = ''): void {
     const text: Record<EndReason, string> = {
       rst: 'reset',
       fin: 'closed',
       idle: 'idle, forgotten',
       evicted: 'evicted (session table full)',
       replaced: 'replaced by a new connection on the same addresses and ports',
+      closing: 'the server closes it',
     };
-    this.log.log(why === 'evicted' ? 'notice' : 'debug', `#${s.id} session end: ${text[why]}`);
+    this.log.log(why === 'evicted' ? 'notice' : 'debug', `#${s.id} session end: ${text[why]}${detail}`);
   }
 
   private onOverlong(n: number): void {

@@ -62,7 +62,7 @@ export interface Lookup {
   created: boolean;
 }
 
-export type EndReason = 'rst' | 'fin' | 'idle' | 'evicted' | 'replaced';
+export type EndReason = 'rst' | 'fin' | 'idle' | 'evicted' | 'replaced' | 'closing';
 
 export class SessionTable {
   private readonly map = new Map<string, Session>();
