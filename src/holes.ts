@@ -227,9 +227,9 @@ export class HoleManager {
     this.slots.delete(h.rule);
     if (h.rule < this.freeFrom) this.freeFrom = h.rule;
     const mine = this.perSession.get(h.session);
-    const i = mine === undefined ? -1 : mine.indexOf(slot);
-    if (mine !== undefined && i >= 0) {
-      mine.splice(i, 1);
+    if (mine !== undefined) {
+      const i = mine.indexOf(slot);
+      if (i >= 0) mine.splice(i, 1);
       if (mine.length === 0) this.perSession.delete(h.session);
     }
     this.exhaustedBurst = false;

@@ -284,7 +284,7 @@ export function encodeSetElemBatch(
 }
 
 /**
- * The add (or delete) batch of one set, encoded once.  Holes differ only in
+ * The add, delete or destroy batch of one set, encoded once.  Holes differ only in
  * their sequence numbers, key and timeout, so fill() writes those in place:
  * the bytes are encodeSetElemBatch's (test/unit/nftables-encode.test.ts
  * compares them), without building the messages again for every hole.
