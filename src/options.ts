@@ -6,6 +6,7 @@
  * `--long` forms, guesses numbers and cannot report an unknown option the BSD
  * way.  The 60 lines below are the whole of getopt that we need.
  */
+import { isBit } from './firewall/selective';
 import { MODULES, ModuleName } from './types';
 
 export const VERSION = 'V0.5';
@@ -223,7 +224,7 @@ export function parseCommandLine(argv: readonly string[], defaultModule: ModuleN
 /** -s: one conntrack mark bit, in hex (0x...) or decimal. */
 function markBit(v: string): number {
   const n = /^0[xX][0-9a-fA-F]{1,8}$/.test(v) ? parseInt(v.slice(2), 16) : /^[0-9]{1,10}$/.test(v) ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n <= 0 || n > 0x80000000 || (n & (n - 1)) !== 0)
+  if (!isBit(n))
     throw new UsageError(`-s: "${v}" is not a single conntrack mark bit (a power of two such as 0x100000)`);
   return n;
 }

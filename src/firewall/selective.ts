@@ -408,7 +408,8 @@ export function selectiveChains(prefix: string = DEFAULT_SELECTIVE_CHAIN): Selec
   };
 }
 
-function isBit(v: number): boolean {
+/** One conntrack (or packet) mark bit: a power of two from 0x1 to 0x80000000. */
+export function isBit(v: number): boolean {
   return Number.isInteger(v) && v >= 1 && v <= 0x80000000 && (v & (v - 1)) === 0;
 }
 
