@@ -278,6 +278,29 @@ function mutated(r: () => number, bases: readonly Uint8Array[], hot: readonly nu
   return p;
 }
 
+/**
+ * `n` packets mutated from `bases` (the bytes at `hot` most often): each of
+ * `programs` matches exactly where its rule says of the reference's answer,
+ * and none reads past the end.  Counts the reference's answers in `seen`.
+ */
+function agreeOnMutations<W extends string>(
+  r: () => number, n: number, bases: readonly Uint8Array[], hot: readonly number[],
+  reference: (p: Uint8Array) => W, seen: Record<W, number>,
+  programs: ReadonlyArray<readonly [string, readonly BpfInsn[], (want: W) => boolean]>,
+): void {
+  for (let i = 0; i < n; i++) {
+    const p = mutated(r, bases, hot);
+    const want = reference(p);
+    seen[want]++;
+    const hex = Buffer.from(p).toString('hex');
+    for (const [name, prog, matches] of programs) {
+      const res = runBpf(prog, p);
+      assert.not.ok(res.oob, `${name}: out of bounds on ${hex}`);
+      assert.is(res.ret !== 0, matches(want), `${name} on ${hex} (want ${want})`);
+    }
+  }
+}
+
 test('programs agree with a reference classifier on 20000 mutated packets', () => {
   const r = rng(0x5e1ec7);
   const seen = { lf: 0, nolf: 0, none: 0, unknown: 0 };
@@ -286,17 +309,10 @@ test('programs agree with a reference classifier on 20000 mutated packets', () =
     const nolf = bpfProgram(family, 'nolf');
     const hot = family === 4 ? [0, 2, 3, 6, 7, 9, 32] : [4, 5, 6, 52];
     const bases = cases(family).slice(0, 10).map((c) => c.pkt); // the well-formed ones
-    for (let i = 0; i < 10000; i++) {
-      const p = mutated(r, bases, hot);
-      const want = reference(family, p);
-      seen[want]++;
-      const a = runBpf(lf, p);
-      const b = runBpf(nolf, p);
-      const hex = Buffer.from(p).toString('hex');
-      assert.not.ok(a.oob || b.oob, `out of bounds on ${hex}`);
-      assert.is(a.ret !== 0, want === 'lf', `lf on ${hex} (want ${want})`);
-      assert.is(b.ret !== 0, want === 'nolf' || want === 'unknown', `nolf on ${hex} (want ${want})`);
-    }
+    agreeOnMutations(r, 10000, bases, hot, (p) => reference(family, p), seen, [
+      ['lf', lf, (want) => want === 'lf'],
+      ['nolf', nolf, (want) => want === 'nolf' || want === 'unknown'],
+    ]);
   }
   // The mutations reach every outcome.
   for (const k of ['lf', 'nolf', 'none', 'unknown'] as const) assert.ok(seen[k] > 100, `${k}: only ${seen[k]}`);
@@ -394,17 +410,10 @@ test('layout programs: at most one matches; ts only where the payload starts at 
     assert.is(MIN_PAYLOAD[family] + 12, TS_PAYLOAD[family]);
     const bases = named.map((n) => n[1]).filter((q) => q.length > 0);
     const hot = family === 4 ? [0, 6, 7, 9, 32] : [6, 52];
-    for (let i = 0; i < 5000; i++) {
-      const q = mutated(r, bases, hot);
-      const want = layoutReference(family, q);
-      seen[want]++;
-      const a = runBpf(ts, q);
-      const b = runBpf(other, q);
-      const hex = Buffer.from(q).toString('hex');
-      assert.not.ok(a.oob || b.oob, `out of bounds on ${hex}`);
-      assert.is(a.ret !== 0, want === 'ts', `ts on ${hex}`);
-      assert.is(b.ret !== 0, want === 'other', `other on ${hex}`);
-    }
+    agreeOnMutations(r, 5000, bases, hot, (q) => layoutReference(family, q), seen, [
+      ['ts', ts, (want) => want === 'ts'],
+      ['other', other, (want) => want === 'other'],
+    ]);
   }
   for (const k of ['ts', 'other', 'none'] as const) assert.ok(seen[k] > 200, `${k}: only ${seen[k]}`);
 });
