@@ -16,6 +16,7 @@
  * API (everything synchronous returns only after the kernel state is in place):
  *
  *   preflight(): string | null
+ *   labCannotRun(what, why)                       SKIP, or under CI=true exit 1
  *       Why the lab cannot run here (not root, not Linux, a missing program),
  *       or null. Tests print `SKIP: <reason>` (or fail when CI=true).
  *   cleanupPrefix(prefix)
@@ -248,6 +249,19 @@ const REQUIRED_PROGRAMS: Array<[string, string]> = [
   ['tnftp', 'tnftp'],
   ['wget', 'wget'],
 ];
+
+/**
+ * A lab file that cannot run (`why`, usually preflight()'s answer): under
+ * CI=true that is a failure, so it says so and exits 1; elsewhere it prints
+ * the "SKIP:" line that scripts/run-tests.js counts, and the file runs no test.
+ */
+export function labCannotRun(what: string, why: string): void {
+  if (process.env.CI === 'true') {
+    console.error(`FAIL: ${what}: the lab cannot run in CI: ${why}`);
+    process.exit(1);
+  }
+  console.log(`SKIP: ${what}: ${why}`);
+}
 
 export function preflight(): string | null {
   if (process.platform !== 'linux') return `the lab needs Linux network namespaces (platform is ${process.platform})`;

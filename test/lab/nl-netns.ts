@@ -7,6 +7,8 @@
  * Not root: print SKIP with the reason (and fail when CI=true).
  */
 import { execFileSync, spawnSync } from 'child_process';
+import * as path from 'path';
+import { labCannotRun } from './lab';
 
 export function sh(cmd: string, input?: string): string {
   return execFileSync('sh', ['-c', cmd], { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -30,8 +32,8 @@ export function enterNetns(file: string, tag: string): boolean {
   if (process.env.NL_NETNS !== undefined) return true;
   const why = missing();
   if (why !== null) {
-    console.log(`SKIP: ${why}`);
-    process.exit(process.env.CI === 'true' ? 1 : 0);
+    labCannotRun(path.relative(path.join(__dirname, '..', '..'), file), why);
+    process.exit(0);
   }
   const ns = `nlk-${tag}-${process.pid}`;
   let status = 1;
