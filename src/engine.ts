@@ -217,10 +217,12 @@ export class Engine {
     const dir: Direction = this.curFromClient ? 'client' : 'server';
 
     if (!this.curFromClient) {
+      // the code of a reply's last line ("nnn "), else 0
+      const final = bytes.length >= 4 && bytes[3] === 0x20 ? replyCode(bytes) : 0;
       // Inside a multi-line reply ("nnn-" ... "nnn "), lines are free text,
       // whatever they look like (RFC 959 4.2); its last line is a reply of its own.
       if (s.multiline !== 0) {
-        if (bytes.length >= 4 && bytes[3] === 0x20 && replyCode(bytes) === s.multiline) s.multiline = 0;
+        if (final === s.multiline) s.multiline = 0;
         else return;
       } else if (bytes.length >= 4 && bytes[3] === 0x2d) {
         const code = replyCode(bytes);
@@ -229,11 +231,7 @@ export class Engine {
           return;
         }
       }
-    }
-
-    if (!this.curFromClient && bytes.length >= 4 && bytes[3] === 0x20) {
-      const code = replyCode(bytes);
-      if (code === 221 || code === 421) this.curClosing = code;
+      if (final === 221 || final === 421) this.curClosing = final;
     }
 
     const r = parseLine(dir, bytes, this.maxLine);
