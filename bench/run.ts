@@ -126,12 +126,11 @@ function rows(r: Results): string[][] {
       out.push([`Transfer (curl, EPSV, IPv6), ${x.config}: median / p90`, `${fmt(x.medianMs, 2)} / ${fmt(x.p90Ms, 2)} ms (${x.transfers - x.failed}/${x.transfers} ok${first})`, '', '']);
     }
     const r3 = (x: number | null): string => (x === null ? 'n/a' : fmt(x, 3));
-    out.push(['Transfer median ratio ftp6proxy / open', r3(lab.ratio), `<= ${TARGETS.ratio}`,
-      verdict(lab.ratio === null ? null : lab.ratio <= TARGETS.ratio)]);
-    out.push(['  the same, queue rules for data segments only (xt_u32)', r3(lab.ratioDataOnly), `<= ${TARGETS.ratio}`,
-      verdict(lab.ratioDataOnly === null ? null : lab.ratioDataOnly <= TARGETS.ratio)]);
-    out.push(['  the same, selective ruleset and ftp6proxy -s', r3(lab.ratioSelective), `<= ${TARGETS.ratio}`,
-      verdict(lab.ratioSelective === null ? null : lab.ratioSelective <= TARGETS.ratio)]);
+    const ratioRow = (what: string, x: number | null): string[] =>
+      [what, r3(x), `<= ${TARGETS.ratio}`, verdict(x === null ? null : x <= TARGETS.ratio)];
+    out.push(ratioRow('Transfer median ratio ftp6proxy / open', lab.ratio));
+    out.push(ratioRow('  the same, queue rules for data segments only (xt_u32)', lab.ratioDataOnly));
+    out.push(ratioRow('  the same, selective ruleset and ftp6proxy -s', lab.ratioSelective));
     const rr = lab.ratiosAfterReload;
     out.push(['  the three ratios from the first transfer after each ruleset load (not a target)',
       `${r3(rr.ftp6proxy)} / ${r3(rr.data)} / ${r3(rr.selective)}`, '', '']);
@@ -201,7 +200,6 @@ function inProcess(results: Results, quick: boolean, pin: { argv: string[] }, sa
   // ones: from 1.3 to 3 MB between identical runs.  So: the median of
   // PROCS processes, with the range.
   const PROCS = 5;
-  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
   for (const n of [1000, 10000]) {
     say(`memory: ${n} sessions, ${PROCS} processes`);
     const ms: MemoryResult[] = [];
@@ -211,7 +209,7 @@ function inProcess(results: Results, quick: boolean, pin: { argv: string[] }, sa
     const rss = ms.map((m) => per1000(m.rssBytes));
     results.memory.push({
       sessions: n, processes: PROCS,
-      rssBytesPer1000: med(rss), heapBytesPer1000: med(ms.map((m) => per1000(m.heapBytes + m.externalBytes))),
+      rssBytesPer1000: median(rss), heapBytesPer1000: median(ms.map((m) => per1000(m.heapBytes + m.externalBytes))),
       rssKiBPer1000Range: [round(Math.min(...rss) / 1024, 0), round(Math.max(...rss) / 1024, 0)],
     });
   }
