@@ -283,11 +283,7 @@ export class StderrLogger implements Logger {
   ) {}
 
   log(level: Level, msg: string): void {
-    try {
-      this.write(`${this.ident}[${this.pid()}]: ${level}: ${msg}\n`);
-    } catch {
-      // never throw from log()
-    }
+    this.logMany([[level, msg]]);
   }
 
   /** The lines in one write: a packet's few lines cost one system call, not one each. */
