@@ -103,19 +103,21 @@ if (why !== null) {
       // still in the set observe sees one element appear.  So every transfer must
       // make an announcement, and the two sides must agree on the distinct holes.
       const distinct = (a: readonly string[]): string[] => [...new Set(a)].sort();
-      const diff = unifiedDiff(distinct(shadowHoles), distinct(observed), 'shadow log', 'observe');
-      const { missing, extra } = compareHoles(distinct(observed), distinct(shadowHoles));
+      const shadowDistinct = distinct(shadowHoles);
+      const observedDistinct = distinct(observed);
+      const diff = unifiedDiff(shadowDistinct, observedDistinct, 'shadow log', 'observe');
+      const { missing, extra } = compareHoles(observedDistinct, shadowDistinct);
       assert.ok(done.length >= 6, `transfers run: ${done.join(' ')}`);
       assert.ok(shadowHoles.length >= done.length,
         `every transfer opens a hole: the shadow announced ${shadowHoles.length} for ${done.length} transfers\n${shadow.text().slice(-3000)}`);
-      assert.ok(observed.length >= distinct(shadowHoles).length,
-        `observe saw ${observed.length} holes appear, the shadow announced ${distinct(shadowHoles).length} distinct ones\n${observe.text()}`);
+      assert.ok(observed.length >= shadowDistinct.length,
+        `observe saw ${observed.length} holes appear, the shadow announced ${shadowDistinct.length} distinct ones\n${observe.text()}`);
       assert.equal({ missing, extra }, { missing: [], extra: [] },
         `shadow and observe differ:\n${diff.join('\n')}\n--- shadow log tail:\n${shadow.text().slice(-3000)}`);
       // the observe transcript closes what it opened
       const closes = observe.text().split('\n').filter((l) => /^[0-9.]+ close [0-9]+$/.test(l)).length;
       assert.is(closes, observed.length, observe.text());
-      const again = shadowHoles.length - distinct(shadowHoles).length;
+      const again = shadowHoles.length - shadowDistinct.length;
       if (again > 0) console.log(`  ${again} hole(s) announced again for a later transfer (same addresses and port)`);
       console.log(`  ${done.length} transfers, ${observed.length} holes: shadow log and observe agree`);
     });
