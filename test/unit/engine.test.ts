@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { Engine, type EngineOptions } from '../../src/engine';
 import type { Decision, Level, Logger, Packet } from '../../src/types';
 import { buildTcp, TcpFlow, type FlowSpec } from './build-packet';
+import { formatAddr, parseAddr } from '../../src/addr';
 
 class RecordingLogger implements Logger {
   lines: string[] = [];
@@ -259,6 +260,31 @@ test('sessions are forgotten on RST, on FIN from both sides, on idle, and by evi
   assert.is(engine.stats().sessions, 3);
   assert.ok(logger.has(/^notice #5 session end: evicted \(session table full\)$/), logger.lines.join('\n'));
   assert.equal(feed(c.client('PORT 198,18,1,2,195,81\r\n')), ['#4 PORT hole 198.18.2.2 -> 198.18.1.2.50001']);
+});
+
+test('flows that differ in one address byte or one port are separate sessions, IPv4 and IPv6', () => {
+  // The session key packs the address bytes in pairs: a wrong shift or index
+  // would make two of these flows share a session (and its state).
+  for (const family of [4, 6] as const) {
+    const { feed, engine } = setup();
+    const base = family === 4 ? v4 : v6;
+    const client = parseAddr(family, base.client)!;
+    const server = parseAddr(family, base.server)!;
+    const specs: FlowSpec[] = [base, { ...base, clientPort: base.clientPort! + 1 }];
+    for (let i = 0; i < client.length; i++) {
+      const c = client.slice();
+      c[i] ^= 0x80;
+      specs.push({ ...base, client: formatAddr(family, c) });
+      const v = server.slice();
+      v[i] ^= 0x01;
+      specs.push({ ...base, server: formatAddr(family, v) });
+    }
+    for (const spec of specs) feed(new TcpFlow(spec).client('NOOP\r\n'));
+    assert.is(engine.stats().sessions, specs.length, `IPv${family}`);
+    // and each flow finds its own session again
+    for (const spec of specs) feed(new TcpFlow(spec).client('NOOP\r\n'));
+    assert.is(engine.stats().sessions, specs.length, `IPv${family}, again`);
+  }
 });
 
 test('non-TCP, other ports, fragments and damaged packets are ignored without throwing', () => {
