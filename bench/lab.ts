@@ -24,7 +24,7 @@
  *    element of a new set), which a gateway loads once, not before every
  *    transfer.  Its time is kept apart ("first after reload");
  * 2. steady: the instrumented proxy's hole-latency samples;
- * 3. the same rounds again under tcpdump (nanosecond timestamps) on both
+ * 3. rounds again (fewer: transitRounds) under tcpdump (nanosecond timestamps) on both
  *    gateway interfaces: a control packet's transit is the time between its
  *    capture on the way in and on the way out, so the kernel's queueing to
  *    NFQUEUE and the wake-up of the daemon are counted too.  These transfers
@@ -40,7 +40,7 @@ import { parsePcap } from '../src/pcap';
 import { decodePacket } from '../src/packet';
 import { Lab, nfqueueStats, preflight, SELECTIVE_BITS, withLab } from '../test/lab/lab';
 import type { LatencySamples } from './latency-child';
-import { median, percentile, round, summarize, Summary } from './stats';
+import { bootstrapRatio, median, percentile, round, summarize, Summary } from './stats';
 
 export type Config = 'open' | 'helper' | 'ftp6proxy' | 'ftp6proxy-data' | 'ftp6proxy-sel' | 'instrumented' | 'steady';
 
@@ -55,6 +55,8 @@ export interface TransferFigures {
   p90Ms: number;
   /** the untimed first transfer after each ruleset load, median ms (null: none) */
   firstAfterReloadMs: number | null;
+  /** the timed transfers that succeeded, ms, in the order they ran */
+  timesMs: number[];
   /** control packets' transit through the gateway, µs (tcpdump on both sides) */
   transitHoleUs: Summary | null;
   transitOtherUs: Summary | null;
@@ -69,6 +71,11 @@ export interface LabResult {
   ratioDataOnly: number | null;
   /** the same with the selective ruleset and ftp6proxy -s */
   ratioSelective: number | null;
+  /**
+   * 95 % bootstrap intervals of the three ratios (stats.bootstrapRatio): how
+   * far a run's ratio of medians moves with which transfers it timed
+   */
+  ratioCi95: { ftp6proxy: [number, number] | null; data: [number, number] | null; selective: [number, number] | null };
   /** the three ratios again from the first transfers after each ruleset load */
   ratiosAfterReload: { ftp6proxy: number | null; data: number | null; selective: number | null };
   /** packets the kernel queued per transfer in the timed rounds (NFQUEUE id_sequence) */
@@ -208,8 +215,10 @@ async function stopProc(p: ChildProcess, sig: NodeJS.Signals = 'SIGINT'): Promis
 }
 
 export interface LabOptions {
-  /** transfers per configuration, interleaved */
+  /** timed transfers per configuration, interleaved */
   transfers: number;
+  /** rounds again under tcpdump, for the transit figures */
+  transitRounds: number;
   /** extra transfers with the instrumented child, for more hole samples */
   latencyTransfers: number;
   repo: string;
@@ -396,7 +405,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     const ca = await capture(lab, lab.iface.gwClient, fa);
     const cb = await capture(lab, lab.iface.gwServer, fb);
     timed = false;
-    await rounds(o.transfers, 'under tcpdump');
+    await rounds(o.transitRounds, 'under tcpdump');
     await sleep(300);
     await stopProc(ca);
     await stopProc(cb);
@@ -438,6 +447,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
         failed: f,
         medianMs: round(median(t)),
         p90Ms: round(percentile(t, 90)),
+        timesMs: t.map((x) => round(x)),
         firstAfterReloadMs: (firstTimes.get(cfg)?.length ?? 0) > 0 ? round(median(firstTimes.get(cfg) ?? [])) : null,
         transitHoleUs: us(m.get(cfg)?.hole),
         transitOtherUs: us(m.get(cfg)?.other),
@@ -450,6 +460,10 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     const proxySel = transfers.find((t) => t.config === 'ftp6proxy-sel');
     const reloadRatio = (x: TransferFigures | undefined): number | null =>
       open?.firstAfterReloadMs && x?.firstAfterReloadMs ? round(x.firstAfterReloadMs / open.firstAfterReloadMs) : null;
+    const ci = (x: TransferFigures | undefined): [number, number] | null => {
+      const r = open && x ? bootstrapRatio(times.get(x.config) ?? [], times.get('open') ?? []) : null;
+      return r === null ? null : [round(r[0]), round(r[1])];
+    };
     const queuedPerTransfer: Partial<Record<Config, number>> = {};
     for (const [cfg, n] of queued) queuedPerTransfer[cfg] = round(n / o.transfers, 1);
     return {
@@ -457,6 +471,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       ratio: open && proxy && open.medianMs > 0 ? round(proxy.medianMs / open.medianMs) : null,
       ratioDataOnly: open && proxyData && open.medianMs > 0 ? round(proxyData.medianMs / open.medianMs) : null,
       ratioSelective: open && proxySel && proxySel.medianMs > 0 && open.medianMs > 0 ? round(proxySel.medianMs / open.medianMs) : null,
+      ratioCi95: { ftp6proxy: ci(proxy), data: ci(proxyData), selective: ci(proxySel) },
       ratiosAfterReload: { ftp6proxy: reloadRatio(proxy), data: reloadRatio(proxyData), selective: reloadRatio(proxySel) },
       queuedPerTransfer,
       latencyHoleUs: lat ? us(lat.hole.map((x) => x * 1000)) : null,
