@@ -18,6 +18,7 @@ REQUIRED="
 iproute2:/usr/sbin/ip
 nftables:/usr/sbin/nft
 iptables:/usr/sbin/iptables
+conntrack:/usr/sbin/conntrack
 tcpdump:/usr/bin/tcpdump
 vsftpd:/usr/sbin/vsftpd
 python3-pyftpdlib:/usr/lib/python3/dist-packages/pyftpdlib/__init__.py
