@@ -3,7 +3,7 @@
 // Every protocol encoding (netlink, BSD sockaddr_in with sin_len, sockaddr_un,
 // netgraph messages) lives in TypeScript.  This file only moves raw bytes
 // between JavaScript and the kernel:
-//   socket / socketpair / bind / connect / sendto / recvfrom /
+//   socket / socketpair / bind / connect / sendto / recvfrom / recv /
 //   setsockopt / getsockopt / close, readiness through uv_poll (which libuv
 //   runs on epoll on Linux and kqueue on FreeBSD), and the two privilege calls
 //   Node lacks: chroot(2) and getpwnam(3).
@@ -165,6 +165,25 @@ Napi::Value RecvFrom(const Napi::CallbackInfo &info) {
   r.Set("n", Napi::Number::New(info.Env(), double(n)));
   r.Set("addr", Napi::Buffer<uint8_t>::Copy(info.Env(), reinterpret_cast<uint8_t *>(&ss), sslen));
   return r;
+}
+
+// recv(fd, buffer, flags) -> bytes received, or -1 when it would block.
+// recvfrom without the peer's address and without a result object: for
+// sockets whose peer is known (netlink: the kernel), read on every packet.
+Napi::Value Recv(const Napi::CallbackInfo &info) {
+  int fd, flags = 0;
+  Napi::Buffer<uint8_t> buf;
+  if (!ArgInt(info, 0, &fd) || !ArgBuf(info, 1, &buf)) return info.Env().Undefined();
+  if (info.Length() > 2 && !ArgInt(info, 2, &flags)) return info.Env().Undefined();
+  ssize_t n;
+  do {
+    n = recv(fd, buf.Data(), buf.Length(), flags);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(info.Env(), -1);
+    return ThrowErrno(info.Env(), "recv", errno);
+  }
+  return Napi::Number::New(info.Env(), double(n));
 }
 
 // setsockopt(fd, level, name, valueBytes)
@@ -377,6 +396,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("connect", Napi::Function::New(env, Connect));
   exports.Set("sendto", Napi::Function::New(env, SendTo));
   exports.Set("recvfrom", Napi::Function::New(env, RecvFrom));
+  exports.Set("recv", Napi::Function::New(env, Recv));
   exports.Set("setsockopt", Napi::Function::New(env, SetSockOpt));
   exports.Set("getsockopt", Napi::Function::New(env, GetSockOpt));
   exports.Set("close", Napi::Function::New(env, Close));

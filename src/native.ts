@@ -63,6 +63,13 @@ export interface Native {
   sendto(fd: number, data: Buffer, sockaddr: Buffer | null, flags?: number): number;
   /** null when the call would block */
   recvfrom(fd: number, buf: Buffer, flags?: number): RecvResult | null;
+  /**
+   * recv(2): the bytes received, or -1 when the call would block.  No peer
+   * address and no result object: for netlink, whose peer is the kernel,
+   * on every packet (creating the address Buffer was the costliest step of
+   * a packet's receipt in a process that had been asleep).
+   */
+  recv(fd: number, buf: Buffer, flags?: number): number;
   setsockopt(fd: number, level: number, name: number, value: Buffer): void;
   getsockopt(fd: number, level: number, name: number, maxLength: number): Buffer;
   close(fd: number): void;

@@ -453,6 +453,28 @@ export function defaultClock(): Clock {
   };
 }
 
+/** requestNow()'s request while it reads the answers its send brought */
+interface SyncRequest {
+  ackSeq: number;
+  alsoSeqs: number[];
+  done: boolean;
+  error: Error | null;
+  what: string;
+}
+
+/**
+ * What an NLMSG_ERROR answering a request means: 'ack' (0 for the ACKed
+ * message), an error (any errno, for any message of the request, or a
+ * truncated answer), or 'other' (an ACK for another message of a batch,
+ * which settles nothing).
+ */
+function ackOutcome(msg: NlMessage, ackSeq: number, what: string): 'ack' | 'other' | FtpProxyError {
+  const e = parseError(msg);
+  if (e === null) return new FtpProxyError('netlink-proto', `${what}: truncated netlink error message`);
+  if (e.errno !== 0) return netlinkError(e, what);
+  return msg.seq === ackSeq ? 'ack' : 'other';
+}
+
 interface Pending {
   /** every seq that settles this request: the ACKed one, and a batch's BEGIN/END */
   seqs: number[];
@@ -487,6 +509,8 @@ export class NetlinkSocket {
   private poller: PollerHandle | null = null;
   private seq: number;
   private readonly pending = new Map<number, Pending>();
+  /** the request whose answer requestNow() is reading with its send, if any */
+  private sync: SyncRequest | null = null;
   /** unsolicited messages (seq not awaited) */
   onMessage: (msg: NlMessage) => void = () => undefined;
   /** ENOBUFS on receive: the kernel dropped messages for us */
@@ -583,24 +607,34 @@ export class NetlinkSocket {
    * Otherwise (no answer yet), request()'s promise.
    */
   requestNow(data: Buffer, ackSeq: number, timeoutMs: number, what = 'netlink request', alsoSeqs: number[] = []): Promise<NlMessage[]> | null {
-    const box: { done: boolean; error?: Error; later?: { resolve: (m: NlMessage[]) => void; reject: (e: Error) => void } } = { done: false };
-    this.start(data, ackSeq, timeoutMs, what, alsoSeqs,
-      (m) => {
-        if (box.later !== undefined) box.later.resolve(m);
-        else box.done = true;
-      },
-      (e) => {
-        if (box.later !== undefined) box.later.reject(e);
-        else {
-          box.done = true;
-          box.error = e;
-        }
-      });
-    if (box.done) {
-      if (box.error !== undefined) throw box.error;
+    if (this.fd < 0) throw new FtpProxyError('netlink-closed', `${what}: netlink socket is closed`);
+    // The answer is looked for in what the send brought (dispatch() sees
+    // this.sync first): no Pending entry, promise or callback for the usual
+    // case, which runs while a control packet is held.
+    const x: SyncRequest = { ackSeq, alsoSeqs, done: false, error: null, what };
+    this.sync = x;
+    try {
+      this.sendRequest(data, what);
+      this.drain();
+    } finally {
+      this.sync = null;
+    }
+    if (x.done) {
+      if (x.error !== null) throw x.error;
       return null;
     }
-    return new Promise<NlMessage[]>((resolve, reject) => (box.later = { resolve, reject }));
+    // No answer yet: wait for it as request() does (the data is sent).
+    return new Promise<NlMessage[]>((resolve, reject) => this.await(ackSeq, alsoSeqs, timeoutMs, what, resolve, reject));
+  }
+
+  /** send(), with a failure as the FtpProxyError named after its errno */
+  private sendRequest(data: Buffer, what: string): void {
+    try {
+      this.send(data);
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      throw new FtpProxyError(typeof code === 'string' ? code : 'netlink-send', `${what}: ${(e as Error).message}`, { cause: e });
+    }
   }
 
   private start(data: Buffer, ackSeq: number, timeoutMs: number, what: string, alsoSeqs: number[],
@@ -609,15 +643,13 @@ export class NetlinkSocket {
       reject(new FtpProxyError('netlink-closed', `${what}: netlink socket is closed`));
       return;
     }
-    const seqs = [ackSeq, ...alsoSeqs];
-    const p: Pending = { seqs, replies: [], resolve, reject, timer: null, what };
-    for (const q of seqs) this.pending.set(q, p);
+    const p: Pending = { seqs: [ackSeq, ...alsoSeqs], replies: [], resolve, reject, timer: null, what };
+    for (const q of p.seqs) this.pending.set(q, p);
     try {
-      this.send(data);
+      this.sendRequest(data, what);
     } catch (e) {
-      for (const q of seqs) this.pending.delete(q);
-      const code = (e as { code?: unknown }).code;
-      reject(new FtpProxyError(typeof code === 'string' ? code : 'netlink-send', `${what}: ${(e as Error).message}`, { cause: e }));
+      for (const q of p.seqs) this.pending.delete(q);
+      reject(e as Error);
       return;
     }
     // nfnetlink handles a request (and a whole nftables batch) in sendto's
@@ -627,10 +659,25 @@ export class NetlinkSocket {
     this.drain();
     // Only a request still unanswered needs its time limit: the usual one
     // costs no timer to arm and cancel.
-    if (this.pending.get(ackSeq) !== p) return;
+    if (this.pending.get(ackSeq) === p) this.armTimeout(p, timeoutMs);
+  }
+
+  /** Wait for the answer to a request already sent (requestNow found none yet). */
+  private await(ackSeq: number, alsoSeqs: number[], timeoutMs: number, what: string,
+    resolve: (m: NlMessage[]) => void, reject: (e: Error) => void): void {
+    if (this.fd < 0) {
+      reject(new FtpProxyError('netlink-closed', `${what}: netlink socket closed`));
+      return;
+    }
+    const p: Pending = { seqs: [ackSeq, ...alsoSeqs], replies: [], resolve, reject, timer: null, what };
+    for (const q of p.seqs) this.pending.set(q, p);
+    this.armTimeout(p, timeoutMs);
+  }
+
+  private armTimeout(p: Pending, timeoutMs: number): void {
     p.timer = this.clock.setTimer(timeoutMs, () => {
-      for (const q of seqs) if (this.pending.get(q) === p) this.pending.delete(q);
-      reject(new FtpProxyError('netlink-timeout', `${what}: no answer from the kernel within ${timeoutMs} ms`));
+      for (const q of p.seqs) if (this.pending.get(q) === p) this.pending.delete(q);
+      p.reject(new FtpProxyError('netlink-timeout', `${p.what}: no answer from the kernel within ${timeoutMs} ms`));
     });
   }
 
@@ -667,9 +714,9 @@ export class NetlinkSocket {
       return;
     }
     while (this.fd >= 0) {
-      let r;
+      let n;
       try {
-        r = this.native.recvfrom(this.fd, this.rbuf, 0);
+        n = this.native.recv(this.fd, this.rbuf, 0);
       } catch (e) {
         if ((e as { code?: unknown }).code === 'ENOBUFS') {
           // The socket's receive queue overflowed and the kernel dropped
@@ -680,13 +727,24 @@ export class NetlinkSocket {
         this.fail(e as Error);
         return;
       }
-      if (r === null) return;
-      if (r.n > this.rbuf.length) this.logger?.log('warning', `netlink: message of ${r.n} bytes truncated`);
-      for (const msg of parseMessages(this.rbuf, Math.min(r.n, this.rbuf.length))) this.dispatch(msg);
+      if (n < 0) return;
+      if (n > this.rbuf.length) this.logger?.log('warning', `netlink: message of ${n} bytes truncated`);
+      for (const msg of parseMessages(this.rbuf, Math.min(n, this.rbuf.length))) this.dispatch(msg);
     }
   }
 
   private dispatch(msg: NlMessage): void {
+    const x = this.sync;
+    if (x !== null && msg.type === NLMSG_ERROR && (msg.seq === x.ackSeq || x.alsoSeqs.includes(msg.seq))) {
+      if (x.done) return;
+      const r = ackOutcome(msg, x.ackSeq, x.what);
+      if (r === 'ack') x.done = true;
+      else if (r !== 'other') {
+        x.done = true;
+        x.error = r;
+      }
+      return;
+    }
     const p = msg.seq !== 0 ? this.pending.get(msg.seq) : undefined;
     if (p === undefined) {
       if (msg.type === NLMSG_ERROR) {
@@ -700,13 +758,11 @@ export class NetlinkSocket {
       return;
     }
     if (msg.type === NLMSG_ERROR) {
-      const e = parseError(msg);
-      // an ACK (0) for another message of the batch settles nothing
-      if (msg.seq !== p.seqs[0] && e !== null && e.errno === 0) return;
+      const r = ackOutcome(msg, p.seqs[0], p.what);
+      if (r === 'other') return;
       this.settle(p);
-      if (e === null) p.reject(new FtpProxyError('netlink-proto', `${p.what}: truncated netlink error message`));
-      else if (e.errno === 0) p.resolve(p.replies);
-      else p.reject(netlinkError(e, p.what));
+      if (r === 'ack') p.resolve(p.replies);
+      else p.reject(r);
     } else if (msg.type === NLMSG_DONE) {
       this.settle(p);
       p.resolve(p.replies);

@@ -11,7 +11,7 @@
 import { encodeDivertAddr } from '../../src/bsd/sockaddr';
 import type { DivertDatagram, DivertIo, Watch } from '../../src/capture/divert';
 import { NFQA_MARK, NFQA_PACKET_HDR, NFQA_PAYLOAD, NFQA_VERDICT_HDR, NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT } from '../../src/capture/nfqueue';
-import type { Native, PollerHandle, RecvResult } from '../../src/native';
+import type { Native, PollerHandle } from '../../src/native';
 import {
   NFNL_SUBSYS_QUEUE,
   NLMSG_ERROR,
@@ -95,18 +95,19 @@ export class FakeNetlinkNative {
         this.onSend(data);
         return data.length;
       },
-      recvfrom: (_fd: number, buf: Buffer): RecvResult | null => {
+      recv: (_fd: number, buf: Buffer): number => {
         this.recvCalls++;
         if (this.failWith !== null) {
-          const e = new Error(`recvfrom: ${this.failWith}`) as Error & { code: string };
+          const e = new Error(`recv: ${this.failWith}`) as Error & { code: string };
           e.code = this.failWith;
           throw e;
         }
         const d = this.rx.shift();
-        if (d === undefined) return null;
+        if (d === undefined) return -1;
         d.copy(buf, 0, 0, Math.min(d.length, buf.length));
-        return { n: d.length, addr: Buffer.alloc(12) };
+        return d.length;
       },
+      recvfrom: () => unsupported('recvfrom'),
       setsockopt: () => undefined,
       getsockopt: () => Buffer.alloc(4),
       close: () => {

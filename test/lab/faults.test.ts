@@ -13,7 +13,7 @@
  *    work again;
  * 3. kill -9 and restart: the holes the killed daemon left (long -t) are
  *    swept by the new one, and transfers work;
- * 4. the queue socket lost (netlink recvfrom failing with EBADF, injected at
+ * 4. the queue socket lost (netlink recv failing with EBADF, injected at
  *    the syscall boundary by test/fuzz/inject-fault.ts): logged, non-zero
  *    exit within seconds, little CPU used.
  *

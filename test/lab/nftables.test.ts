@@ -137,10 +137,10 @@ table inet filter {
     const codes: number[] = [];
     const native = {
       ...real,
-      recvfrom: (fd: number, buf: Buffer, flags?: number) => {
-        const r = real.recvfrom(fd, buf, flags);
-        if (r !== null) {
-          for (const m of parseMessages(buf, r.n)) {
+      recv: (fd: number, buf: Buffer, flags?: number) => {
+        const r = real.recv(fd, buf, flags);
+        if (r >= 0) {
+          for (const m of parseMessages(buf, r)) {
             const e = parseError(m);
             if (e !== null) codes.push(e.errno);
           }

@@ -22,7 +22,7 @@ import {
   encodeNfqVerdict,
 } from '../../src/capture/nfqueue';
 import { NftablesFirewall } from '../../src/firewall/nftables';
-import { Native, PollerHandle, RecvResult } from '../../src/native';
+import { Native, PollerHandle, RecvResult, loadNative } from '../../src/native';
 import {
   NLMSG_ERROR,
   NLM_F_ACK,
@@ -386,12 +386,15 @@ class FakeNative {
         this.onSend(Buffer.from(data));
         return data.length;
       },
-      recvfrom: (_fd: number, buf: Buffer): RecvResult | null => {
+      recv: (_fd: number, buf: Buffer): number => {
         const next = this.inbox.shift();
-        if (next === undefined) return null;
+        if (next === undefined) return -1;
         if (!Buffer.isBuffer(next)) throw err(next.code);
         next.copy(buf);
-        return { n: next.length, addr: sockaddrNl() };
+        return next.length;
+      },
+      recvfrom: (): RecvResult | null => {
+        throw err('ENOSYS');
       },
       setsockopt: () => undefined,
       getsockopt: () => Buffer.alloc(4),
@@ -728,6 +731,25 @@ test('NftablesFirewall.close: destroy element (no error to abort); a kernel with
   assert.is(types(), [NEW, DEL].map((t) => t.toString(16)).join(' '));
   assert.is(lines.filter((l) => /no "destroy element"/.test(l)).length, 1, 'said once');
   await fw.shutdown();
+});
+
+test('the shim\'s recv: a datagram\'s length into the caller\'s buffer, -1 when nothing waits, errors thrown', () => {
+  const real = loadNative();
+  const [a, b] = real.socketpair(real.constants.AF_UNIX, real.constants.SOCK_DGRAM, 0);
+  try {
+    const buf = Buffer.alloc(64);
+    assert.is(real.recv(a, buf, 0), -1, 'nothing there: -1, not an exception');
+    real.sendto(b, Buffer.from('hello'), null);
+    assert.is(real.recv(a, buf, 0), 5);
+    assert.is(buf.subarray(0, 5).toString(), 'hello');
+    // a datagram longer than the buffer: truncated to it (MSG_TRUNC gives the real length)
+    real.sendto(b, Buffer.alloc(100, 0x41), null);
+    assert.is(real.recv(a, Buffer.alloc(10), real.constants.MSG_TRUNC), 100);
+  } finally {
+    real.close(a);
+    real.close(b);
+  }
+  assert.throws(() => real.recv(a, Buffer.alloc(4), 0), (e: Error & { code?: string }) => e.code === 'EBADF');
 });
 
 test.run();
