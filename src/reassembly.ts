@@ -181,7 +181,8 @@ export class StreamReassembler {
     const h = this.held;
     let i = h.length;
     while (i > 0 && seqDiff(h[i - 1].seq, seq) > 0) i--;
-    h.splice(i, 0, { seq, data: payload.slice() });
+    // a copy (new Uint8Array, not slice(): a Buffer's slice() is a view)
+    h.splice(i, 0, { seq, data: new Uint8Array(payload) });
     this.heldBytes += payload.length;
   }
 

@@ -121,8 +121,10 @@ export class SessionTable {
         id: this.nextId++,
         key,
         family: seg.family,
-        client: client.slice(),
-        server: server.slice(),
+        // copies (new Uint8Array, not slice(): a Buffer's slice() is a view,
+        // and the packet may be one into the capture's receive buffer)
+        client: new Uint8Array(client),
+        server: new Uint8Array(server),
         clientPort,
         serverPort,
         clientText: formatAddr(seg.family, client),

@@ -76,6 +76,11 @@ export interface Firewall {
 
 /** One captured control packet: an IPv4 or IPv6 packet from its IP header on. */
 export interface Packet {
+  /**
+   * The packet from its IP header on.  Valid while the handler runs (until
+   * it returns, not until its promise settles): a source may pass a view
+   * into its receive buffer.  A handler copies what it keeps.
+   */
   data: Uint8Array;
   /** capture time in ms, on the clock the engine runs on */
   time: number;
@@ -128,6 +133,24 @@ export interface Logger {
    * one log() each (StderrLogger: one write).  Optional.
    */
   logMany?(lines: ReadonlyArray<readonly [Level, string]>): void;
+  /**
+   * A line whose text is made by `make` only when it is written, or never
+   * when the level is filtered out (DeferredLogger: after the verdict of the
+   * packet that logged it).  Optional: logLazy() falls back on log(make()).
+   */
+  lazy?(level: Level, make: () => string): void;
+  /** false when lines of this level are dropped (LevelFilter).  Optional. */
+  wants?(level: Level): boolean;
+}
+
+/**
+ * Log a line that the packet path makes while a control packet is held:
+ * where the logger allows it, its text (addresses, escaping) is built after
+ * the verdict, not before, and not at all when nobody wants that level.
+ */
+export function logLazy(logger: Logger, level: Level, make: () => string): void {
+  if (logger.lazy !== undefined) logger.lazy(level, make);
+  else logger.log(level, make());
 }
 
 /** What an FTP line announced. */

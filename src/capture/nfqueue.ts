@@ -22,8 +22,11 @@ import {
   NlBuilder,
   NlMessage,
   defaultClock,
+  NLA_HDRLEN,
+  NLA_TYPE_MASK,
+  align4,
   nfnlType,
-  walkAttrs,
+  readU16H,
   writeU32H,
 } from '../netlink';
 import { Clock, FtpProxyError, Logger, Packet, PacketHandler, PacketSource, Timer } from '../types';
@@ -152,15 +155,31 @@ export function decodeNfqPacket(msg: NlMessage): NfqPacket | null {
   if (msg.type !== MSG_PACKET || msg.payload.length < 4) return null;
   const b = msg.payload;
   const queue = b.readUInt16BE(2); // nfgenmsg.res_id
-  // The three attributes we use, picked in one pass (attrMap's rules: a
-  // malformed attribute fails the message, the last of a type wins), with
-  // no list or map built for the others: this runs for every packet.
+  // The three attributes we use, picked in one pass with attrMap's rules (a
+  // malformed attribute fails the message, the last of a type wins), and no
+  // list, map or callback made for them: this runs for every packet, often
+  // in a process that has just woken up, where every function and object
+  // touched costs (see README, Performance).
   let hdrAt = -1;
   let hdrLen = 0;
   let markAt = -1;
   let payAt = -1;
   let payEnd = -1;
-  const ok = walkAttrs(b, 4, (type, _nested, start, end) => {
+  let ok = true;
+  for (let off = 4; off < b.length; ) {
+    // struct nlattr: __u16 nla_len, __u16 nla_type (host order), then the payload, 4-aligned
+    if (off + NLA_HDRLEN > b.length) {
+      ok = false;
+      break;
+    }
+    const len = readU16H(b, off);
+    if (len < NLA_HDRLEN || off + len > b.length) {
+      ok = false;
+      break;
+    }
+    const type = readU16H(b, off + 2) & NLA_TYPE_MASK;
+    const start = off + NLA_HDRLEN;
+    const end = off + len;
     if (type === NFQA_PACKET_HDR) {
       hdrAt = start;
       hdrLen = end - start;
@@ -170,7 +189,8 @@ export function decodeNfqPacket(msg: NlMessage): NfqPacket | null {
       payAt = start;
       payEnd = end;
     }
-  });
+    off += align4(len);
+  }
   if (!ok || hdrAt < 0 || hdrLen < 7) return null;
   return {
     queue,
@@ -338,11 +358,15 @@ export class NfqueueSource implements PacketSource {
       this.logger.log('debug', `NFQUEUE ${this.queue}: ignored netlink message type 0x${msg.type.toString(16)}`);
       return;
     }
-    // Copy out of the shared receive buffer: the handler may keep it.
-    const pkt: Packet = { data: new Uint8Array(p.payload), time: this.clock.now() };
     if (this.closed) this.verdict(p.id);
-    else if (this.handler === null) this.early.push({ id: p.id, mark: p.mark, ...pkt });
-    else this.deliver(p.id, pkt, p.mark);
+    // Held for run(): a copy, since the receive buffer is reused.
+    else if (this.handler === null) this.early.push({ id: p.id, mark: p.mark, data: new Uint8Array(p.payload), time: this.clock.now() });
+    // A view into the receive buffer, no copy: the handler reads it while it
+    // runs and copies what it keeps (Packet.data), and the buffer is not read
+    // into again before the handler has returned.
+    // (a plain Uint8Array over the same memory, so that slice() copies as it
+    // does for every other source's packets, where a Buffer's would not)
+    else this.deliver(p.id, { data: new Uint8Array(p.payload.buffer, p.payload.byteOffset, p.payload.length), time: this.clock.now() }, p.mark);
   }
 
   private deliver(id: number, pkt: Packet, mark: number): void {

@@ -79,7 +79,8 @@ if (enterNetns(__filename, 'nfq')) {
     queuePort(4, 42001, 101);
     await server('127.0.0.1', 42001);
     const seen: Packet[] = [];
-    await source(101, (p) => void seen.push(p));
+    // a copy: the packet's bytes are the handler's only while it runs
+    await source(101, (p) => void seen.push({ ...p, data: new Uint8Array(p.data) }));
     const ms = await connectTime('127.0.0.1', 42001);
     assert.ok(ms >= 0, 'connection completed');
     const syn = seen.map((p) => tcpInfo(p.data)).find((i) => i !== null && i.syn);
@@ -91,7 +92,7 @@ if (enterNetns(__filename, 'nfq')) {
     queuePort(6, 42002, 102);
     await server('::1', 42002);
     const seen: Packet[] = [];
-    await source(102, (p) => void seen.push(p));
+    await source(102, (p) => void seen.push({ ...p, data: new Uint8Array(p.data) }));
     assert.ok((await connectTime('::1', 42002)) >= 0, 'connection completed');
     assert.ok(seen.some((p) => p.data[0] >> 4 === 6 && tcpInfo(p.data)?.syn === true), 'handler saw the IPv6 SYN');
   });

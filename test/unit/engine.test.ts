@@ -287,6 +287,34 @@ test('flows that differ in one address byte or one port are separate sessions, I
   }
 });
 
+test('packets in one reused Buffer (a capture\'s receive buffer): what the engine keeps is a copy', () => {
+  // NFQUEUE hands the engine views into one receive buffer, a Buffer, whose
+  // slice() is a view and not a copy: session addresses and held segments
+  // must survive the buffer being read into again.
+  const { engine, feed } = setup();
+  const rbuf = Buffer.alloc(2048);
+  const viaBuffer = (p: Packet): Packet => {
+    rbuf.fill(0xee);
+    rbuf.set(p.data, 100);
+    return { data: rbuf.subarray(100, 100 + p.data.length), time: p.time };
+  };
+  const f = new TcpFlow(v6);
+  for (const p of f.open()) feed(viaBuffer(p));
+  rbuf.fill(0xee);
+  // an EPRT split in two, the second half first: it is held until the first comes
+  const a = f.client(`EPRT |2|${v6.client}|`);
+  const b = f.client('50000|\r\n');
+  assert.equal(feed(viaBuffer(b)), []);
+  rbuf.fill(0xee);
+  assert.equal(feed(viaBuffer(a)), [`#1 EPRT hole ${v6.server} -> ${v6.client}.50000`]);
+  // the session's addresses, made from the SYN's bytes long overwritten
+  const d = engine.process(viaBuffer(f.server('229 Entering Extended Passive Mode (|||50001|)\r\n')));
+  assert.is(d.length, 1);
+  const h = d[0].type === 'hole' ? d[0].hole : null;
+  assert.equal([...(h?.srcBytes ?? [])], [...parseAddr(6, v6.client)!]);
+  assert.equal([...(h?.dstBytes ?? [])], [...parseAddr(6, v6.server)!]);
+});
+
 test('non-TCP, other ports, fragments and damaged packets are ignored without throwing', () => {
   const { feed, engine } = setup();
   const base = { family: 4 as const, src: '198.18.1.2', dst: '198.18.2.2', sport: 40000, seq: 1, payload: 'PORT 198,18,1,2,195,80\r\n' };
