@@ -14,7 +14,7 @@ import { SessionTable, type EndReason, type Session } from './session';
 import { decide, DEFAULT_MAX_PENDING } from './policy';
 import { escapeUntrusted } from './escape';
 import type { LineSink } from './reassembly';
-import type { Decision, Logger, Packet } from './types';
+import { logLazy, type Decision, type Logger, type Packet } from './types';
 
 export interface EngineOptions {
   logger: Logger;
@@ -140,8 +140,9 @@ export class Engine {
     }
     const { session: s, fromClient, created } = found;
     if (created) {
-      const arrow = `${s.clientText}.${s.clientPort} -> ${s.serverText}.${s.serverPort}`;
-      this.log.log('debug', `#${s.id} new session ${arrow}${(seg.flags & TCP_SYN) !== 0 ? '' : ' (picked up mid-stream)'}`);
+      const syn = (seg.flags & TCP_SYN) !== 0;
+      logLazy(this.log, 'debug', () =>
+        `#${s.id} new session ${s.clientText}.${s.clientPort} -> ${s.serverText}.${s.serverPort}${syn ? '' : ' (picked up mid-stream)'}`);
     }
 
     const out: Decision[] = [];
@@ -243,6 +244,7 @@ export class Engine {
         return;
       case 'error':
         this.st.errors++;
+        // the line's bytes are only valid during this call: escaped now
         this.log.log('notice', `#${s.id} bad ${r.via} from ${dir}: ${r.reason}: "${escapeUntrusted(bytes)}"`);
         return;
       case 'announce': {
@@ -262,7 +264,8 @@ export class Engine {
           this.st.refused++;
           this.log.log('notice', `#${s.id} ${r.via} from ${dir} refused: ${d.reason}`);
         } else {
-          this.log.log('debug', `#${s.id} ${r.via} from ${dir}: hole ${d.hole.src} -> ${d.hole.dst}.${d.hole.port}`);
+          const { hole } = d;
+          logLazy(this.log, 'debug', () => `#${s.id} ${r.via} from ${dir}: hole ${hole.src} -> ${hole.dst}.${hole.port}`);
         }
         this.curOut.push(d);
         return;

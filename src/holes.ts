@@ -3,7 +3,7 @@
  * number, open it in the firewall (bounded wait), close it after -t seconds,
  * reuse the number only once the firewall let it go.
  */
-import { Announce, Clock, Firewall, Hole, HoleSpec, Logger, Timer } from './types';
+import { Announce, Clock, Firewall, Hole, HoleSpec, Logger, Timer, logLazy } from './types';
 
 export interface HoleEvent {
   type: 'open' | 'close';
@@ -43,9 +43,19 @@ export interface HoleStats {
 
 interface Slot {
   hole: Hole;
-  timer?: Timer;
+  /** which arm() is current: older entries of the expiry queue are stale */
+  armed: number;
+  /** the retry of a close the firewall refused or failed */
+  retry?: Timer;
   /** the close timer fired; the number is held until the firewall lets it go */
   closing: boolean;
+}
+
+/** A hole's close time, in the expiry queue. */
+interface Expiry {
+  slot: Slot;
+  armed: number;
+  at: number;
 }
 
 export const DEFAULT_CALL_TIMEOUT_MS = 1000;
@@ -74,6 +84,14 @@ export class HoleManager {
   private freeFrom: number;
   /** true between "pool exhausted" and the next release: one log line per burst */
   private exhaustedBurst = false;
+  /**
+   * Close times in the order the holes were armed, which is their time order:
+   * every hole lives -t seconds.  One timer serves them all, so arming a
+   * hole (while its control packet is held) is an array push, not a timer
+   * of its own.
+   */
+  private expiry: Expiry[] = [];
+  private expiryTimer: Timer | null = null;
   private readonly s: HoleStats;
 
   constructor(opts: HoleManagerOptions) {
@@ -120,15 +138,15 @@ export class HoleManager {
    */
   requestNow(session: number, via: Announce, spec: HoleSpec): Hole | null | Promise<Hole | null> {
     const { logger, clock } = this.o;
-    const what = `${spec.src} -> ${spec.dst} port ${spec.port}`;
+    // Lines are made after the verdict (logLazy): the packet is held now.
+    const what = (): string => `${spec.src} -> ${spec.dst} port ${spec.port}`;
     // The same announcement again (a client repeating PORT): refresh the hole it has.
     const mine = this.perSession.get(session);
     for (const slot of mine ?? []) {
       const h = slot.hole;
       if (!slot.closing && h.family === spec.family && h.src === spec.src && h.dst === spec.dst && h.port === spec.port) {
-        slot.timer?.cancel();
         this.arm(slot);
-        logger.log('info', `#${session} hole ${h.rule} renewed by ${via}: ${what}`);
+        logLazy(logger, 'info', () => `#${session} hole ${h.rule} renewed by ${via}: ${what()}`);
         return this.opened(slot);
       }
     }
@@ -137,19 +155,19 @@ export class HoleManager {
       this.s.exhausted++;
       if (!this.exhaustedBurst) {
         this.exhaustedBurst = true;
-        logger.log('warning', `#${session} pool exhausted: all ${this.o.count} rules from ${this.o.base} in use, no hole for ${via} ${what}`);
+        logger.log('warning', `#${session} pool exhausted: all ${this.o.count} rules from ${this.o.base} in use, no hole for ${via} ${what()}`);
       }
       return null;
     }
     const hole: Hole = { ...spec, rule, session };
-    const slot: Slot = { hole, closing: false };
+    const slot: Slot = { hole, armed: 0, closing: false };
     this.slots.set(rule, slot);
     if (mine === undefined) this.perSession.set(session, [slot]);
     else mine.push(slot);
     this.arm(slot);
     this.s.opened++;
     this.o.onEvent?.({ type: 'open', time: clock.now(), hole });
-    logger.log('info', `#${session} hole ${rule} open for ${via}: ${what}, ${this.o.timeoutSec}s`);
+    logLazy(logger, 'info', () => `#${session} hole ${rule} open for ${via}: ${what()}, ${this.o.timeoutSec}s`);
     return this.opened(slot);
   }
 
@@ -159,12 +177,35 @@ export class HoleManager {
     return call === undefined ? slot.hole : call.then(() => slot.hole);
   }
 
+  /** (Re)start the slot's life of -t seconds; an earlier arm() of it no longer counts. */
   private arm(slot: Slot): void {
-    slot.timer = this.o.clock.setTimer(this.o.timeoutSec * 1000, () => {
-      slot.timer = undefined;
-      void this.close(slot);
-    });
+    const ms = this.o.timeoutSec * 1000;
+    slot.armed++;
+    this.expiry.push({ slot, armed: slot.armed, at: this.o.clock.now() + ms });
+    if (this.expiryTimer === null) this.expiryTimer = this.o.clock.setTimer(ms, this.onExpiry);
   }
+
+  /** Close the holes whose time has come; wait for the next one. */
+  private readonly onExpiry = (): void => {
+    this.expiryTimer = null;
+    const now = this.o.clock.now();
+    const ms = this.o.timeoutSec * 1000;
+    const q = this.expiry;
+    let i = 0;
+    for (; i < q.length; i++) {
+      const e = q[i];
+      if (e.armed !== e.slot.armed || e.slot.closing || this.slots.get(e.slot.hole.rule) !== e.slot) continue; // renewed, or gone
+      const left = e.at - now;
+      // A close time further than -t away means the wall clock went back:
+      // that hole has lived long enough too.
+      if (left > 0 && left <= ms) {
+        this.expiryTimer = this.o.clock.setTimer(left, this.onExpiry);
+        break;
+      }
+      void this.close(e.slot);
+    }
+    this.expiry = i === 0 ? q : q.slice(i);
+  };
 
   /** The firewall call, bounded by `ms` unless the backend's own bound is as short. */
   private within<T>(call: Promise<T>, ms: number): Promise<T> {
@@ -211,8 +252,8 @@ export class HoleManager {
     }
     if (this.slots.get(h.rule) !== slot) return; // closeAll() got there first
     if (!done) {
-      slot.timer = clock.setTimer(this.o.retryMs, () => {
-        slot.timer = undefined;
+      slot.retry = clock.setTimer(this.o.retryMs, () => {
+        slot.retry = undefined;
         void this.close(slot);
       });
       return;
@@ -223,7 +264,8 @@ export class HoleManager {
 
   private release(slot: Slot): void {
     const h = slot.hole;
-    slot.timer?.cancel();
+    slot.armed++;
+    slot.retry?.cancel();
     this.slots.delete(h.rule);
     if (h.rule < this.freeFrom) this.freeFrom = h.rule;
     const mine = this.perSession.get(h.session);
@@ -241,13 +283,20 @@ export class HoleManager {
   async closeAll(): Promise<void> {
     const slots = [...this.slots.values()];
     for (const slot of slots) {
-      slot.timer?.cancel();
+      slot.armed++;
+      slot.retry?.cancel();
       try {
         await this.within(this.o.firewall.close(slot.hole), this.o.callTimeoutMs * 5);
       } catch (e) {
         this.o.logger.log('err', `#${slot.hole.session} hole ${slot.hole.rule}: close at stop failed: ${describe(e)}`);
       }
       if (this.slots.get(slot.hole.rule) === slot) this.release(slot);
+    }
+    if (this.slots.size === 0) {
+      // nothing left to expire: no timer keeps the process alive
+      this.expiryTimer?.cancel();
+      this.expiryTimer = null;
+      this.expiry = [];
     }
   }
 }

@@ -301,16 +301,22 @@ export class StderrLogger implements Logger {
 }
 
 /**
- * Hands each line to `inner` once the current turn of the event loop is over
- * (setImmediate).  The packet path logs while a control packet is held; the
- * write(2) to stderr or the datagram to syslogd wakes the reader, which may
- * take the CPU from the daemon, and that time was the held packet's delay.
- * Deferred, the lines go out after the verdict, in the order they were
- * logged.  At most `max` lines wait; beyond that they are counted and the
+ * Hands each line to `inner` once the code now running is done (a
+ * microtask: for a packet whose hole opened at once, after its verdict,
+ * which is given in the same run).  The packet path logs while a control
+ * packet is held; the write(2) to stderr or the datagram to syslogd wakes
+ * the reader, which may take the CPU from the daemon, and that time was the
+ * held packet's delay.  Deferred, the lines go out after the verdict, in
+ * the order they were logged.  (A microtask rather than setImmediate: in a
+ * process that has just woken up, scheduling an immediate cost the held
+ * packet 20 µs, traced.)  A lazy() line's text is made then too, and a line of a level
+ * that `inner` drops (LevelFilter: debug without -d -d) is dropped at once,
+ * unmade.  At most `max` lines wait; beyond that they are counted and the
  * count is logged with the next flush.  flush() writes at once (at stop, at exit).
  */
 export class DeferredLogger implements Logger {
-  private pending: Array<[Level, string]> = [];
+  /** lines in order: a text, or the function that makes it (lazy) */
+  private pending: Array<[Level, string | (() => string)]> = [];
   private scheduled = false;
   private dropped = 0;
   private readonly flushNow = (): void => this.flush();
@@ -318,15 +324,29 @@ export class DeferredLogger implements Logger {
   constructor(
     private readonly inner: Logger,
     private readonly max = 10_000,
-    private readonly schedule: (fn: () => void) => void = (fn) => void setImmediate(fn),
+    private readonly schedule: (fn: () => void) => void = queueMicrotask,
   ) {}
 
   log(level: Level, msg: string): void {
+    this.push(level, msg);
+  }
+
+  /** The text is made at flush time, and not at all when `inner` drops the level. */
+  lazy(level: Level, make: () => string): void {
+    this.push(level, make);
+  }
+
+  wants(level: Level): boolean {
+    return this.inner.wants?.(level) ?? true;
+  }
+
+  private push(level: Level, line: string | (() => string)): void {
+    if (this.inner.wants !== undefined && !this.inner.wants(level)) return;
     if (this.pending.length >= this.max) {
       this.dropped++;
       return;
     }
-    this.pending.push([level, msg]);
+    this.pending.push([level, line]);
     if (!this.scheduled) {
       this.scheduled = true;
       this.schedule(this.flushNow);
@@ -335,8 +355,19 @@ export class DeferredLogger implements Logger {
 
   flush(): void {
     this.scheduled = false;
-    const lines = this.pending;
+    const pending = this.pending;
     this.pending = [];
+    const lines: Array<[Level, string]> = [];
+    for (const [level, line] of pending) {
+      let msg: string;
+      try {
+        msg = typeof line === 'string' ? line : line();
+      } catch (e) {
+        // never throw from log(), nor lose the line entirely
+        msg = `(log line failed: ${e instanceof Error ? e.message : String(e)})`;
+      }
+      lines.push([level, msg]);
+    }
     if (this.dropped > 0) {
       lines.push(['warning', `${this.dropped} log lines dropped: more than ${this.max} in one turn of the event loop`]);
       this.dropped = 0;
@@ -364,7 +395,11 @@ export class LevelFilter implements Logger {
   constructor(private readonly inner: Logger, private readonly min: Level) {}
 
   log(level: Level, msg: string): void {
-    if (SEVERITIES[level] <= SEVERITIES[this.min]) this.inner.log(level, msg);
+    if (this.wants(level)) this.inner.log(level, msg);
+  }
+
+  wants(level: Level): boolean {
+    return SEVERITIES[level] <= SEVERITIES[this.min];
   }
 }
 

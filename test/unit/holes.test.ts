@@ -227,4 +227,52 @@ test('closeAll closes everything at once', async () => {
   assert.is(hm.stats().inUse, 0);
 });
 
+test('one timer for all holes: each closes at its own -t, in order, renewals and releases included', async () => {
+  const { clock, hm, events } = setup({ count: 10 });
+  const timers = (): number => (clock as unknown as { timers: Array<{ cancelled: boolean }> }).timers.filter((t) => !t.cancelled).length;
+  await hm.request(1, '229', spec(40001)); // t=1000, closes 3000
+  clock.advance(1300);
+  await hm.request(2, '229', spec(40002)); // closes 3300
+  clock.advance(1700);
+  await hm.request(3, '229', spec(40003)); // closes 3700
+  await hm.request(1, '229', spec(40001)); // renewed at 1700: closes 3700, not 3000
+  assert.is(timers(), 1, 'one timer, whatever the number of holes');
+  const closes = async (to: number): Promise<number[][]> => {
+    clock.advance(to);
+    await flush();
+    return events.filter((e) => e.type === 'close').map((e) => [e.hole.session, e.time]);
+  };
+  assert.equal(await closes(3000), [], 'the renewed hole does not close at its first time');
+  assert.equal(await closes(3300), [[2, 3300]]);
+  assert.equal(await closes(3700), [[2, 3300], [3, 3700], [1, 3700]]);
+  assert.is(timers(), 0, 'no timer once every hole is closed');
+});
+
+test('one timer for all holes: a wall clock that went back does not keep holes open longer', async () => {
+  // timers run on elapsed time (libuv's monotonic clock), now() is the wall clock
+  const v = new VirtualClock(1000);
+  let offset = 0;
+  const clock = { now: () => v.now() + offset, setTimer: (ms: number, fn: () => void) => v.setTimer(ms, fn) };
+  const fw = new RecordingFirewall();
+  const hm = new HoleManager({ firewall: fw, clock, logger: { log: () => undefined }, base: 64000, count: 3, timeoutSec: 2 });
+  await hm.request(1, '229', spec(40001)); // wall 1000: closes at wall 3000
+  await hm.request(1, '229', spec(40002));
+  v.advance(1500);
+  offset = -3_600_000; // the wall clock goes back an hour
+  await hm.request(2, '229', spec(40003)); // armed in the past, by the wall clock
+  v.advance(3000);
+  await flush();
+  assert.equal(fw.openRules(), [64002], 'the first two closed on time, not an hour later');
+  v.advance(3600);
+  await flush();
+  assert.equal(fw.openRules(), [], 'and the third at its -t');
+});
+
+test('closeAll leaves no expiry timer behind', async () => {
+  const { clock, hm } = setup();
+  await hm.request(1, '229', spec(40001));
+  await hm.closeAll();
+  assert.is(clock.next(), undefined);
+});
+
 test.run();

@@ -16,7 +16,7 @@ import {
   rfc3164Time,
 } from '../../src/syslog';
 import { loadNative } from '../../src/native';
-import { FtpProxyError, Level } from '../../src/types';
+import { FtpProxyError, Level, logLazy } from '../../src/types';
 
 const native = loadNative();
 const C = native.constants;
@@ -225,14 +225,44 @@ test('DeferredLogger over StderrLogger: one write per flush, the lines in order'
   assert.not.throws(() => bad.flush());
 });
 
-test('DeferredLogger: by default the lines go out after the current turn (setImmediate)', async () => {
+test('DeferredLogger: by default the lines go out once the running code is done (a microtask), not during log()', async () => {
   const got: string[] = [];
   const d = new DeferredLogger({ log: (_l: Level, m: string) => void got.push(m) });
   d.log('info', 'later');
+  d.lazy('info', () => 'made later');
+  // the verdict is given here, synchronously, in the daemon
+  assert.equal(got, [], 'nothing written while the synchronous code runs');
   await Promise.resolve();
-  assert.equal(got, [], 'not in a microtask of the same turn');
-  await new Promise((r) => setImmediate(r));
-  assert.equal(got, ['later']);
+  assert.equal(got, ['later', 'made later']);
+});
+
+test('DeferredLogger: a lazy line is made at flush, and never when the inner logger drops its level', () => {
+  const got: string[] = [];
+  let made = 0;
+  const flushes: Array<() => void> = [];
+  const d = new DeferredLogger(new LevelFilter({ log: (_l: Level, m: string) => void got.push(m) }, 'info'), 100, (fn) => void flushes.push(fn));
+  d.lazy('debug', () => `debug ${++made}`);
+  d.lazy('info', () => `info ${++made}`);
+  d.log('debug', 'plain debug');
+  assert.is(made, 0, 'nothing made before the flush');
+  assert.is(d.wants('debug'), false);
+  assert.is(d.wants('info'), true);
+  for (const f of flushes.splice(0)) f();
+  assert.equal(got, ['info 1'], 'the debug lines were dropped unmade');
+  assert.is(made, 1);
+  // a line whose maker throws is still a line, and the others go out
+  d.lazy('info', () => {
+    throw new Error('boom');
+  });
+  d.log('info', 'after');
+  for (const f of flushes.splice(0)) f();
+  assert.equal(got.slice(1), ['(log line failed: boom)', 'after']);
+});
+
+test('logLazy: without lazy() the line is made and logged at once', () => {
+  const got: string[] = [];
+  logLazy({ log: (_l: Level, m: string) => void got.push(m) }, 'info', () => 'now');
+  assert.equal(got, ['now']);
 });
 
 test.run();
