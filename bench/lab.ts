@@ -5,9 +5,16 @@
  *
  *   open       forward policy accept: the limit
  *   helper     the kernel's FTP conntrack helper (ct helper "ftp", related accepted)
- *   ftp6proxy  the DESIGN.md deny ruleset + NFQUEUE, with bin/ftp6proxy -d -d
+ *   ftp6proxy  the DESIGN.md deny ruleset + NFQUEUE, with bin/ftp6proxy run as
+ *              a gateway runs it (startDaemon: in the background, worker as
+ *              nobody in a chroot, syslog to a real rsyslogd; -d -d where no
+ *              rsyslogd can have /dev/log)
  *   ftp6proxy-data  the same with the queue rules limited to segments with payload
  *   ftp6proxy-sel   the selective ruleset and bin/ftp6proxy -s (a second daemon)
+ *   null-c, null-node  the floor: the selective ruleset with a no-op NFQUEUE
+ *              reader (bench/nfq-null.c, bench/nfq-null.ts) and the passive
+ *              ports let through, no hole needed: what the kernel's queueing
+ *              and a process wake-up cost, in C and in Node.js
  *   instrumented  the same ruleset with bench/latency-child.js (the daemon's
  *              wiring, timestamps in user space): hole latency in process
  *   steady     the instrumented proxy again, for more transfers in a row
@@ -34,15 +41,16 @@
  */
 import { ChildProcess } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as readline from 'readline';
 import { parsePcap } from '../src/pcap';
 import { decodePacket } from '../src/packet';
-import { Lab, nfqueueStats, preflight, SELECTIVE_BITS, withLab } from '../test/lab/lab';
+import { Lab, nfqueueStats, PASV_MAX, PASV_MIN, preflight, Rsyslog, SELECTIVE_BITS, sh, startRsyslog, syslogBusy, withLab } from '../test/lab/lab';
 import type { LatencySamples } from './latency-child';
 import { bootstrapRatio, median, percentile, round, summarize, Summary } from './stats';
 
-export type Config = 'open' | 'helper' | 'ftp6proxy' | 'ftp6proxy-data' | 'ftp6proxy-sel' | 'instrumented' | 'steady';
+export type Config = 'open' | 'helper' | 'ftp6proxy' | 'ftp6proxy-data' | 'ftp6proxy-sel' | 'null-c' | 'null-node' | 'instrumented' | 'steady';
 
 export interface TransferFigures {
   config: Config;
@@ -76,6 +84,11 @@ export interface LabResult {
    * far a run's ratio of medians moves with which transfers it timed
    */
   ratioCi95: { ftp6proxy: [number, number] | null; data: [number, number] | null; selective: [number, number] | null };
+  /**
+   * The floor: median / open median (and its 95 % interval) of the selective
+   * ruleset with a no-op NFQUEUE reader, in C and in Node.js (null: not run)
+   */
+  floors: { c: { ratio: number; ci: [number, number] | null } | null; node: { ratio: number; ci: [number, number] | null } | null };
   /** the three ratios again from the first transfers after each ruleset load */
   ratiosAfterReload: { ftp6proxy: number | null; data: number | null; selective: number | null };
   /** packets the kernel queued per transfer in the timed rounds (NFQUEUE id_sequence) */
@@ -96,14 +109,14 @@ export interface LabResult {
 const QUEUE = 10004;
 const PREFIX = 'f6bench';
 
-interface Matched {
+export interface Matched {
   /** µs */
   hole: number[];
   other: number[];
 }
 
 /** Transit of each control packet between the two captures, by configuration (from its client port). */
-function transit(fileA: string, fileB: string, portCfg: Map<number, Config>): Map<Config, Matched> {
+export function transit<C>(fileA: string, fileB: string, portCfg: Map<number, C>): Map<C, Matched> {
   // A packet is identified by its bytes from the IP header on, less the
   // fields the gateway changes (IPv4 TTL and header checksum, IPv6 hop limit).
   const ident = (ip: Uint8Array): string | null => {
@@ -140,7 +153,7 @@ function transit(fileA: string, fileB: string, portCfg: Map<number, Config>): Ma
   };
   const a = index(fileA);
   const b = index(fileB);
-  const out = new Map<Config, Matched>();
+  const out = new Map<C, Matched>();
   for (const [k, ta] of a) {
     const tb = b.get(k);
     if (tb === undefined) continue;
@@ -179,16 +192,16 @@ function waitLine(p: ChildProcess, want: (line: string) => boolean, timeoutMs: n
   });
 }
 
-async function sleep(ms: number): Promise<void> {
+export async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
 
 /** Is NFQUEUE `q` bound in the gateway? */
-function queueBound(lab: Lab, q: number): boolean {
+export function queueBound(lab: Lab, q: number): boolean {
   return nfqueueStats(lab).has(q);
 }
 
-async function capture(lab: Lab, iface: string, file: string): Promise<ChildProcess> {
+export async function capture(lab: Lab, iface: string, file: string): Promise<ChildProcess> {
   // tcpdump(8): --time-stamp-precision=nano asks for nanosecond time stamps
   // (pcap magic 0xa1b23c4d); -U and --immediate-mode write each packet at once.
   const p = lab.spawnIn(lab.ns.gateway, ['tcpdump', '-n', '-U', '--immediate-mode', '--time-stamp-precision=nano',
@@ -200,7 +213,7 @@ async function capture(lab: Lab, iface: string, file: string): Promise<ChildProc
   return p;
 }
 
-async function stopProc(p: ChildProcess, sig: NodeJS.Signals = 'SIGINT'): Promise<void> {
+export async function stopProc(p: ChildProcess, sig: NodeJS.Signals = 'SIGINT'): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null) return;
   await new Promise<void>((resolve) => {
     const t = setTimeout(() => {
@@ -231,7 +244,7 @@ export function labSkipReason(): string | null {
 }
 
 /** A daemon's output, each line with the time it arrived here (ms, Date.now()). */
-interface DaemonLog {
+export interface DaemonLog {
   /** the last lines, for a note */
   out: () => string;
   /** the lines that arrived between t0 and t1 */
@@ -243,7 +256,7 @@ interface DaemonLog {
  * keep its pipes drained: a full pipe would stall it).  The daemon runs with
  * -d -d: when a transfer fails, its lines from that transfer say what it saw.
  */
-function tail(p: ChildProcess): DaemonLog {
+export function tail(p: ChildProcess): DaemonLog {
   const lines: Array<[number, string]> = [];
   let part = '';
   const add = (d: string) => {
@@ -261,6 +274,102 @@ function tail(p: ChildProcess): DaemonLog {
   };
 }
 
+/** A daemon the bench runs in the gateway. */
+export interface BenchDaemon {
+  /** it bound its queue within 5 s (else it was stopped) */
+  up: boolean;
+  log: DaemonLog;
+  /** the command line, for the tables */
+  what: string;
+  /** it ended before stop() */
+  exited: () => boolean;
+  stop: () => Promise<void>;
+}
+
+/** The lines of a syslog file written by test/lab/lab.ts startRsyslog (time-stamped by rsyslogd). */
+function syslogTail(file: string): DaemonLog {
+  const read = (): Array<[number, string]> => {
+    let text = '';
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      return [];
+    }
+    return text.split('\n').filter((l) => l !== '').map((l) => {
+      const sp = l.indexOf(' ');
+      return [Date.parse(l.slice(0, sp)), l.slice(sp + 1)] as [number, string];
+    });
+  };
+  return {
+    out: () => read().slice(-3).map(([, l]) => l).join(' | '),
+    between: (t0, t1) => read().filter(([t]) => t >= t0 && t <= t1).map(([, l]) => l),
+  };
+}
+
+/**
+ * bin/ftp6proxy on `queue` in the gateway.  With `syslog`, as a gateway runs
+ * it: in the background (`-i`), the worker as nobody chrooted to an empty
+ * directory, logging at its usual levels to syslog facility `syslog.facility`,
+ * which a real rsyslogd writes to `syslog.file`.  Without, `-d -d`: in the
+ * foreground with privileges, debug lines to stderr (kept for the report).
+ * The debug lines cost the transfer time (2.5 % in an A/B of 150
+ * transfers: see README), which is why the gateway's own form is measured
+ * when it can run.
+ */
+export async function startDaemon(lab: Lab, o: { repo: string; queue: number; extra: string[]; syslog?: { file: string; facility: string } }): Promise<BenchDaemon> {
+  const bin = path.join(o.repo, 'bin', 'ftp6proxy');
+  const base = ['-m', 'nftables', '-p', String(o.queue), '-a', 'inet/filter', ...o.extra];
+  const waitBound = async (alive: () => boolean): Promise<boolean> => {
+    for (let i = 0; i < 100 && !queueBound(lab, o.queue) && alive(); i++) await sleep(50);
+    return queueBound(lab, o.queue);
+  };
+  if (o.syslog === undefined) {
+    const argv = ['-d', '-d', ...base];
+    const proc = lab.spawnIn(lab.ns.gateway, [process.execPath, bin, ...argv]);
+    const log = tail(proc);
+    const up = await waitBound(() => proc.exitCode === null);
+    if (!up) await stopProc(proc, 'SIGKILL');
+    return { up, log, what: `bin/ftp6proxy ${argv.join(' ')}`, exited: () => proc.exitCode !== null || proc.signalCode !== null, stop: () => stopProc(proc, 'SIGTERM') };
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'f6bench-d-'));
+  fs.chmodSync(dir, 0o755);
+  fs.mkdirSync(path.join(dir, 'empty'));
+  const pidfile = path.join(dir, 'ftp6proxy.pid');
+  const argv = [...base, '-i', pidfile, '-u', 'nobody', '-r', path.join(dir, 'empty'), '-f', o.syslog.facility];
+  const what = `bin/ftp6proxy ${argv.join(' ').replace(dir, 'DIR').replace(dir, 'DIR')}`;
+  const log = syslogTail(o.syslog.file);
+  // the launcher returns once the worker is ready (0) or has failed (1)
+  const started = await lab.runAsync(lab.ns.gateway, [process.execPath, bin, ...argv], { timeoutMs: 20000 });
+  let pid = 0;
+  try {
+    pid = Number(fs.readFileSync(pidfile, 'utf8').trim());
+  } catch {
+    /* not started */
+  }
+  const alive = (): boolean => {
+    if (pid <= 0) return false;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const stop = async (): Promise<void> => {
+    if (alive()) process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 100 && alive(); i++) await sleep(50);
+    if (alive()) process.kill(pid, 'SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  const up = started.status === 0 && (await waitBound(alive));
+  if (!up) {
+    const why = `${started.stderr.trim()} ${log.out()}`.trim();
+    await stop();
+    return { up, log: { out: () => why, between: log.between }, what, exited: () => true, stop: async () => undefined };
+  }
+  return { up, log, what, exited: () => !alive(), stop };
+}
+
 /** A failed transfer, with what the daemon on its queue logged meanwhile. */
 export interface FailedTransfer {
   config: Config;
@@ -276,40 +385,62 @@ export interface FailedTransfer {
 
 export async function runLab(o: LabOptions): Promise<LabResult> {
   const notes: string[] = [];
-  const daemonArgvOn = (queue: number): string[] => ['-m', 'nftables', '-d', '-d', '-p', String(queue), '-a', 'inet/filter'];
-  const daemonArgv = daemonArgvOn(QUEUE);
-  let daemonWhat = `bin/ftp6proxy ${daemonArgv.join(' ')}`;
   return withLab({ prefix: PREFIX, queueNum: QUEUE }, async (lab) => {
     const server = await lab.startServer('vsftpd');
     const url = `ftp://[${lab.addr.server[6]}]/${lab.files.small.name}`;
     const size = lab.files.small.content.length;
     lab.setPolicy('deny', QUEUE);
 
+    // The daemons as a gateway runs them, logging to a real rsyslogd, where
+    // /dev/log is free for one; else in the foreground with -d -d.
+    let syslog: Rsyslog | null = null;
+    if (!syslogBusy() && fs.existsSync('/usr/sbin/rsyslogd')) {
+      try {
+        syslog = await startRsyslog(lab.dir, ['local3', 'local4']);
+      } catch (e) {
+        notes.push(`no rsyslogd (${(e as Error).message}): the daemons ran with -d -d, debug lines to stderr, which costs them time`);
+      }
+    } else {
+      notes.push('/dev/log belongs to another syslogd (or rsyslogd is missing): the daemons ran with -d -d, debug lines to stderr, which costs them time');
+    }
     // The daemon on QUEUE and the instrumented child on QUEUE+1 run for the
     // whole section; the gateway's policy picks which one (if any) sees the
     // control packets of the next transfer.  Both keep the sets of the
     // current table: every policy defines them.
-    /** bin/ftp6proxy in the gateway; `up` once it has bound `queue` (within 5 s), else it is killed */
-    const startOn = async (argv: string[], queue: number): Promise<{ proc: ChildProcess; log: DaemonLog; up: boolean }> => {
-      const proc = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'bin', 'ftp6proxy'), ...argv]);
-      const log = tail(proc);
-      for (let i = 0; i < 100 && !queueBound(lab, queue) && proc.exitCode === null; i++) await sleep(50);
-      const up = queueBound(lab, queue);
-      if (!up) await stopProc(proc, 'SIGKILL');
-      return { proc, log, up };
-    };
-    const daemon = await startOn(daemonArgv, QUEUE);
+    const daemon = await startDaemon(lab, { repo: o.repo, queue: QUEUE, extra: [], syslog: syslog ? { file: syslog.files.local3, facility: 'local3' } : undefined });
     const daemonUp = daemon.up;
+    let daemonWhat = daemon.what;
     if (!daemonUp) {
       notes.push(`bin/ftp6proxy did not bind NFQUEUE ${QUEUE} (${daemon.log.out() || 'no output'}): ` +
         'the ftp6proxy row uses bench/latency-child.js (the same wiring) instead');
       daemonWhat = 'bench/latency-child.js (bin/ftp6proxy did not start)';
     }
     // The same daemon with -s on QUEUE+2, for the selective ruleset.
-    const selArgv = [...daemonArgvOn(QUEUE + 2), '-s', `0x${SELECTIVE_BITS.seeAll.toString(16)}`];
-    const sel = await startOn(selArgv, QUEUE + 2);
+    const sel = await startDaemon(lab, { repo: o.repo, queue: QUEUE + 2, extra: ['-s', `0x${SELECTIVE_BITS.seeAll.toString(16)}`],
+      syslog: syslog ? { file: syslog.files.local4, facility: 'local4' } : undefined });
     const selUp = sel.up;
     if (!selUp) notes.push(`bin/ftp6proxy -s did not bind NFQUEUE ${QUEUE + 2}: ${sel.log.out() || 'no output'}`);
+    // The floor under any user-space helper: the selective ruleset with a
+    // no-op NFQUEUE reader (in C, and in Node.js through ftp6proxy's own
+    // capture code) and a rule of the bench letting the lab's passive ports
+    // through, so that no hole is needed.
+    const nulls: Partial<Record<'null-c' | 'null-node', { proc: ChildProcess; queue: number }>> = {};
+    const nullC = path.join(lab.dir, 'nfq-null');
+    const cc = sh(['cc', '-O2', '-Wall', '-o', nullC, path.join(o.repo, 'bench', 'nfq-null.c')]);
+    if (cc.status !== 0) notes.push(`no C baseline: cc bench/nfq-null.c failed: ${cc.stderr.trim() || 'no cc'}`);
+    for (const [cfg, queue, argv] of [
+      ['null-c', QUEUE + 3, cc.status === 0 ? [nullC, String(QUEUE + 3)] : null],
+      ['null-node', QUEUE + 4, [process.execPath, path.join(o.repo, 'dist', 'bench', 'nfq-null.js'), String(QUEUE + 4)]],
+    ] as const) {
+      if (argv === null) continue;
+      const proc = lab.spawnIn(lab.ns.gateway, [...argv]);
+      for (let i = 0; i < 100 && !queueBound(lab, queue) && proc.exitCode === null; i++) await sleep(50);
+      if (queueBound(lab, queue)) nulls[cfg] = { proc, queue };
+      else {
+        notes.push(`${cfg}: the no-op reader did not bind NFQUEUE ${queue}`);
+        await stopProc(proc, 'SIGKILL');
+      }
+    }
     const inst = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'dist', 'bench', 'latency-child.js'),
       String(QUEUE + 1), 'inet/filter'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let instErr = '';
@@ -323,13 +454,20 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       return json === null ? null : (JSON.parse(json) as LatencySamples);
     };
 
-    const order: Config[] = ['open', 'helper', 'ftp6proxy', 'ftp6proxy-data', ...(selUp ? ['ftp6proxy-sel' as const] : []), 'instrumented'];
+    const order: Config[] = ['open', 'helper', 'ftp6proxy', 'ftp6proxy-data', ...(selUp ? ['ftp6proxy-sel' as const] : []),
+      ...(['null-c', 'null-node'] as const).filter((c) => nulls[c] !== undefined), 'instrumented'];
     /** the queue whose reader sees a configuration's control packets (null: none) */
     const queueOf = (cfg: Config): number | null =>
-      cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data' ? (daemonUp ? QUEUE : QUEUE + 1) : cfg === 'ftp6proxy-sel' ? QUEUE + 2 : cfg === 'instrumented' ? QUEUE + 1 : null;
+      cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data' ? (daemonUp ? QUEUE : QUEUE + 1) : cfg === 'ftp6proxy-sel' ? QUEUE + 2
+        : cfg === 'null-c' || cfg === 'null-node' ? nulls[cfg]?.queue ?? null : cfg === 'instrumented' ? QUEUE + 1 : null;
     const apply = (cfg: Config): void => {
       if (cfg === 'open' || cfg === 'helper') lab.setPolicy(cfg);
-      else lab.setPolicy('deny', queueOf(cfg) ?? QUEUE + 1, { dataOnly: cfg === 'ftp6proxy-data', selective: cfg === 'ftp6proxy-sel' });
+      else {
+        const floor = cfg === 'null-c' || cfg === 'null-node';
+        lab.setPolicy('deny', queueOf(cfg) ?? QUEUE + 1, { dataOnly: cfg === 'ftp6proxy-data', selective: cfg === 'ftp6proxy-sel' || floor });
+        // the data connection, which the no-op readers open no hole for
+        if (floor) lab.run(lab.ns.gateway, ['nft', 'add', 'rule', 'inet', 'filter', 'forward', 'tcp', 'dport', `${PASV_MIN}-${PASV_MAX}`, 'accept']);
+      }
     };
     /** packets queued to `q` so far */
     const idSeq = (q: number): number => nfqueueStats(lab).get(q)?.idSequence ?? 0;
@@ -413,9 +551,11 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     await stopProc(inst, 'SIGTERM');
     for (const [d, what] of [[daemon, 'bin/ftp6proxy'], [sel, 'bin/ftp6proxy -s']] as const) {
       if (!d.up) continue;
-      if (d.proc.exitCode !== null) notes.push(`${what} exited during the run: ${d.log.out()}`);
-      await stopProc(d.proc, 'SIGTERM');
+      if (d.exited()) notes.push(`${what} exited during the run: ${d.log.out()}`);
+      await d.stop();
     }
+    for (const n of Object.values(nulls)) await stopProc(n.proc, 'SIGTERM');
+    await syslog?.stop();
     await server.stop();
     // The kernel's own count of queued packets it dropped (queue full, or the
     // netlink socket's buffer full).
@@ -433,7 +573,9 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       helper: 'ct helper "ftp" + ct state related accept',
       ftp6proxy: daemonWhat,
       'ftp6proxy-data': `${daemonWhat}, queue rules for segments with payload only (xt_u32)`,
-      'ftp6proxy-sel': `bin/ftp6proxy ${selArgv.join(' ')}, the selective ruleset (src/firewall/selective.ts)`,
+      'ftp6proxy-sel': `${sel.what}, the selective ruleset (src/firewall/selective.ts)`,
+      'null-c': 'the selective ruleset, a no-op NFQUEUE reader in C (bench/nfq-null.c), the passive ports let through',
+      'null-node': 'the selective ruleset, a no-op NFQUEUE reader in Node.js (bench/nfq-null.ts, ftp6proxy\'s capture code), the passive ports let through',
       instrumented: 'bench/latency-child.js (daemon wiring, timed)',
       steady: 'bench/latency-child.js, transfers in a row without ruleset reloads',
     };
@@ -464,6 +606,10 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       const r = open && x ? bootstrapRatio(times.get(x.config) ?? [], times.get('open') ?? []) : null;
       return r === null ? null : [round(r[0]), round(r[1])];
     };
+    const floor = (cfg: Config): { ratio: number; ci: [number, number] | null } | null => {
+      const x = transfers.find((t) => t.config === cfg);
+      return open && x && x.transfers > x.failed && open.medianMs > 0 ? { ratio: round(x.medianMs / open.medianMs), ci: ci(x) } : null;
+    };
     const queuedPerTransfer: Partial<Record<Config, number>> = {};
     for (const [cfg, n] of queued) queuedPerTransfer[cfg] = round(n / o.transfers, 1);
     return {
@@ -473,6 +619,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       ratioSelective: open && proxySel && proxySel.medianMs > 0 && open.medianMs > 0 ? round(proxySel.medianMs / open.medianMs) : null,
       ratioCi95: { ftp6proxy: ci(proxy), data: ci(proxyData), selective: ci(proxySel) },
       ratiosAfterReload: { ftp6proxy: reloadRatio(proxy), data: reloadRatio(proxyData), selective: reloadRatio(proxySel) },
+      floors: { c: floor('null-c'), node: floor('null-node') },
       queuedPerTransfer,
       latencyHoleUs: lat ? us(lat.hole.map((x) => x * 1000)) : null,
       latencyOtherUs: lat ? us(lat.noHole.map((x) => x * 1000)) : null,

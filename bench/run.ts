@@ -138,6 +138,10 @@ function rows(r: Results): string[][] {
     out.push(ratioRow('Transfer median ratio ftp6proxy / open', lab.ratio, ci?.ftp6proxy));
     out.push(ratioRow('  the same, queue rules for data segments only (xt_u32)', lab.ratioDataOnly, ci?.data));
     out.push(ratioRow('  the same, selective ruleset and ftp6proxy -s', lab.ratioSelective, ci?.selective));
+    const fl = lab.floors;
+    const floorText = (f: { ratio: number; ci: [number, number] | null } | null): string =>
+      f === null ? 'n/a' : `${r3(f.ratio)}${f.ci ? ` (${r3(f.ci[0])} to ${r3(f.ci[1])})` : ''}`;
+    out.push(['  the floor: selective ruleset, a no-op NFQUEUE reader, no hole needed: in C / in Node.js', `${floorText(fl?.c ?? null)} / ${floorText(fl?.node ?? null)}`, '(not a target)', '']);
     const rr = lab.ratiosAfterReload;
     out.push(['  the three ratios from the first transfer after each ruleset load (not a target)',
       `${r3(rr.ftp6proxy)} / ${r3(rr.data)} / ${r3(rr.selective)}`, '', '']);

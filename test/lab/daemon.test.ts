@@ -8,18 +8,18 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, spawnSync, ChildProcess } from 'child_process';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { labCannotRun, preflight, withLab, Lab } from './lab';
+import { labCannotRun, preflight, startRsyslog, syslogBusy, withLab, Lab } from './lab';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const BIN = path.join(ROOT, 'bin', 'ftp6proxy');
 const Q = 10024;
 
 const why = preflight() ?? (fs.existsSync('/usr/sbin/rsyslogd') ? null : 'rsyslogd is missing (apt-get install rsyslog)');
-const devLogBusy = fs.existsSync('/dev/log') && !fs.existsSync('/run/f6-test-rsyslog.owned');
+const devLogBusy = syslogBusy();
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -43,31 +43,6 @@ function alive(pid: number): boolean {
   }
 }
 
-/** A real rsyslogd on /dev/log writing facility local3 (and only it) to a file. */
-async function startRsyslog(dir: string): Promise<{ file: string; proc: ChildProcess; stop: () => Promise<void> }> {
-  const file = path.join(dir, 'local3.log');
-  const conf = path.join(dir, 'rsyslog.conf');
-  fs.writeFileSync(conf, [
-    'module(load="imuxsock" SysSock.Name="/dev/log")',
-    'template(name="withfac" type="string" string="%syslogfacility-text%.%syslogseverity-text% %syslogtag%%msg%\\n")',
-    `local3.* action(type="omfile" file="${file}" template="withfac")`,
-    '',
-  ].join('\n'));
-  fs.writeFileSync('/run/f6-test-rsyslog.owned', '');
-  const proc = spawn('/usr/sbin/rsyslogd', ['-n', '-f', conf, '-i', path.join(dir, 'rsyslogd.pid')], { stdio: 'ignore' });
-  await until('/dev/log', () => fs.existsSync('/dev/log'));
-  return {
-    file,
-    proc,
-    stop: async () => {
-      proc.kill('SIGTERM');
-      await sleep(200);
-      try { fs.unlinkSync('/dev/log'); } catch { /* rsyslogd removed it */ }
-      try { fs.unlinkSync('/run/f6-test-rsyslog.owned'); } catch { /* gone */ }
-    },
-  };
-}
-
 function daemonArgs(dir: string, extra: string[] = []): string[] {
   return ['node', BIN, '-m', 'nftables', '-p', String(Q), '-a', 'inet/filter',
     '-i', path.join(dir, 'ftp6proxy.pid'), '-u', 'nobody', '-r', path.join(dir, 'empty'), '-f', 'local3', ...extra];
@@ -85,7 +60,7 @@ if (why !== null || devLogBusy) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'f6d-'));
     fs.mkdirSync(path.join(dir, 'empty'));
     fs.chmodSync(dir, 0o755);
-    const syslog = await startRsyslog(dir);
+    const syslog = await startRsyslog(dir, ['local3']);
     try {
       await withLab({ prefix: 'f6dmn', policy: 'deny', queueNum: Q }, async (lab) => {
         await lab.startServer('vsftpd');
@@ -113,19 +88,19 @@ if (why !== null || devLogBusy) {
         }
 
         // syslog: facility local3, ident ftp6proxy[pid], one line per hole
-        await until('syslog lines', () => fs.existsSync(syslog.file) && /hole \d+ open/.test(fs.readFileSync(syslog.file, 'utf8')));
-        const logText = fs.readFileSync(syslog.file, 'utf8');
-        assert.match(logText, /^local3\.\w+ ftp6proxy\[\d+\]: /m);
+        await until('syslog lines', () => fs.existsSync(syslog.files.local3) && /hole \d+ open/.test(fs.readFileSync(syslog.files.local3, 'utf8')));
+        const logText = fs.readFileSync(syslog.files.local3, 'utf8');
+        assert.match(logText, /^\S+ local3\.\w+ ftp6proxy\[\d+\]: /m);
         assert.match(logText, new RegExp(`ftp6proxy\\[${w}\\]: #\\d+ hole \\d+ open for 229`));
         assert.match(logText, /started: module nftables/);
 
         // SIGUSR1: a status line
         process.kill(pid, 'SIGUSR1');
-        await until('status line', () => /status: \d+ sessions, holes \d+ in use/.test(fs.readFileSync(syslog.file, 'utf8')));
+        await until('status line', () => /status: \d+ sessions, holes \d+ in use/.test(fs.readFileSync(syslog.files.local3, 'utf8')));
 
         // SIGHUP: the log is reopened, the daemon goes on.
         process.kill(pid, 'SIGHUP');
-        await until('SIGHUP line', () => /SIGHUP: log reopened/.test(fs.readFileSync(syslog.file, 'utf8')));
+        await until('SIGHUP line', () => /SIGHUP: log reopened/.test(fs.readFileSync(syslog.files.local3, 'utf8')));
         assert.ok(alive(pid) && alive(w), 'still running after SIGHUP');
 
         // A second start with the same pidfile is refused while the first lives.
@@ -140,7 +115,7 @@ if (why !== null || devLogBusy) {
         await until('daemon exit', () => !alive(pid) && !alive(w), 10000);
         assert.not.ok(fs.existsSync(path.join(dir, 'ftp6proxy.pid')), 'pidfile removed');
         assert.not.match(setElements(lab), /elements/, 'no set elements left');
-        assert.match(fs.readFileSync(syslog.file, 'utf8'), /stopped/);
+        assert.match(fs.readFileSync(syslog.files.local3, 'utf8'), /stopped/);
       });
     } finally {
       await syslog.stop();

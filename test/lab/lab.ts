@@ -204,6 +204,60 @@ export interface Lab {
 }
 
 /** Run a host command; never throws. */
+/** Is /dev/log someone else's (a syslogd we did not start)? Then startRsyslog cannot run. */
+export function syslogBusy(): boolean {
+  return fs.existsSync('/dev/log') && !fs.existsSync('/run/f6-test-rsyslog.owned');
+}
+
+export interface Rsyslog {
+  /** the file each facility is written to */
+  files: Record<string, string>;
+  proc: ChildProcess;
+  stop: () => Promise<void>;
+}
+
+/**
+ * A real rsyslogd on /dev/log writing each of `facilities` (and only them)
+ * to a file of its own, a line each: `<RFC 3339 time, microseconds>
+ * <facility>.<severity> <tag><msg>`.  Stop it with stop().
+ */
+export async function startRsyslog(dir: string, facilities: string[]): Promise<Rsyslog> {
+  const files: Record<string, string> = {};
+  for (const f of facilities) files[f] = path.join(dir, `${f}.log`);
+  const conf = path.join(dir, 'rsyslog.conf');
+  fs.writeFileSync(conf, [
+    'module(load="imuxsock" SysSock.Name="/dev/log")',
+    'template(name="withfac" type="string" string="%timegenerated:::date-rfc3339% %syslogfacility-text%.%syslogseverity-text% %syslogtag%%msg%\\n")',
+    ...facilities.map((f) => `${f}.* action(type="omfile" file="${files[f]}" template="withfac")`),
+    '',
+  ].join('\n'));
+  fs.writeFileSync('/run/f6-test-rsyslog.owned', '');
+  const proc = spawn('/usr/sbin/rsyslogd', ['-n', '-f', conf, '-i', path.join(dir, 'rsyslogd.pid')], { stdio: 'ignore' });
+  for (let i = 0; i < 100 && !fs.existsSync('/dev/log'); i++) await new Promise((r) => setTimeout(r, 50));
+  if (!fs.existsSync('/dev/log')) {
+    proc.kill('SIGKILL');
+    throw new Error('rsyslogd did not create /dev/log');
+  }
+  // Whatever happens to the caller, no rsyslogd and no /dev/log stay behind.
+  const atExit = (): void => {
+    proc.kill('SIGKILL');
+    try { fs.unlinkSync('/dev/log'); } catch { /* gone */ }
+    try { fs.unlinkSync('/run/f6-test-rsyslog.owned'); } catch { /* gone */ }
+  };
+  process.once('exit', atExit);
+  return {
+    files,
+    proc,
+    stop: async () => {
+      process.removeListener('exit', atExit);
+      proc.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 200));
+      try { fs.unlinkSync('/dev/log'); } catch { /* rsyslogd removed it */ }
+      try { fs.unlinkSync('/run/f6-test-rsyslog.owned'); } catch { /* gone */ }
+    },
+  };
+}
+
 export function sh(argv: string[], opts: { timeoutMs?: number; input?: string } = {}): RunResult {
   const r = spawnSync(argv[0], argv.slice(1), {
     encoding: 'utf8',
