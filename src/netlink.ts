@@ -306,20 +306,27 @@ export interface NlMessage {
 export function parseMessages(buf: Buffer, n = buf.length): NlMessage[] {
   const out: NlMessage[] = [];
   const end = Math.min(n, buf.length);
-  let off = 0;
-  while (off + NLMSG_HDRLEN <= end) {
-    const len = readU32H(buf, off);
-    if (len < NLMSG_HDRLEN || off + len > end) break;
-    out.push({
-      type: readU16H(buf, off + 4),
-      flags: readU16H(buf, off + 6),
-      seq: readU32H(buf, off + 8),
-      pid: readU32H(buf, off + 12),
-      payload: buf.subarray(off + NLMSG_HDRLEN, off + len),
-    });
-    off += align4(len);
-  }
+  for (let off = 0, m = messageAt(buf, off, end); m !== null; off = nextMessage(off, m), m = messageAt(buf, off, end)) out.push(m);
   return out;
+}
+
+/** The message at `off` (the payload a view into `buf`), or null at the end or at a malformed header. */
+export function messageAt(buf: Buffer, off: number, end: number): NlMessage | null {
+  if (off + NLMSG_HDRLEN > end) return null;
+  const len = readU32H(buf, off);
+  if (len < NLMSG_HDRLEN || off + len > end) return null;
+  return {
+    type: readU16H(buf, off + 4),
+    flags: readU16H(buf, off + 6),
+    seq: readU32H(buf, off + 8),
+    pid: readU32H(buf, off + 12),
+    payload: buf.subarray(off + NLMSG_HDRLEN, off + len),
+  };
+}
+
+/** Where the message after `m` (found at `off`) starts. */
+export function nextMessage(off: number, m: NlMessage): number {
+  return off + align4(NLMSG_HDRLEN + m.payload.length);
 }
 
 export interface NlAttr {
@@ -729,7 +736,9 @@ export class NetlinkSocket {
       }
       if (n < 0) return;
       if (n > this.rbuf.length) this.logger?.log('warning', `netlink: message of ${n} bytes truncated`);
-      for (const msg of parseMessages(this.rbuf, Math.min(n, this.rbuf.length))) this.dispatch(msg);
+      // parseMessages' walk, without the list (one message per datagram is the usual case)
+      const end = Math.min(n, this.rbuf.length);
+      for (let off = 0, m = messageAt(this.rbuf, 0, end); m !== null && this.fd >= 0; off = nextMessage(off, m), m = messageAt(this.rbuf, off, end)) this.dispatch(m);
     }
   }
 

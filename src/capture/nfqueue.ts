@@ -373,19 +373,19 @@ export class NfqueueSource implements PacketSource {
     const handler = this.handler;
     if (handler === null) return;
     this.inFlight.add(id);
-    const done = (): void => this.release(id, pkt, mark);
     let result: Promise<void> | void;
     try {
       result = handler(pkt);
     } catch (e) {
       this.logger.log('err', `NFQUEUE ${this.queue}: packet handler threw: ${e instanceof Error ? e.message : String(e)}`);
-      done();
+      this.release(id, pkt, mark);
       return;
     }
     if (result === undefined || typeof (result as Promise<void>).then !== 'function') {
-      done();
+      this.release(id, pkt, mark);
       return;
     }
+    const done = (): void => this.release(id, pkt, mark);
     // A backstop: whatever the handler waits for, the control packet goes on
     // after holdLimitMs (the hole manager's own bound per firewall call is
     // shorter; this covers a packet that announced several holes).
