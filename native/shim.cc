@@ -142,13 +142,18 @@ Napi::Value SendTo(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), double(n));
 }
 
+// (fd, buffer[, flags]): the arguments of recvfrom and recv
+bool RecvArgs(const Napi::CallbackInfo &info, int *fd, Napi::Buffer<uint8_t> *buf, int *flags) {
+  *flags = 0;
+  return ArgInt(info, 0, fd) && ArgBuf(info, 1, buf) && (info.Length() <= 2 || ArgInt(info, 2, flags));
+}
+
 // recvfrom(fd, buffer, flags) -> { n, addr } or null when it would block.
 // n is the datagram's real length when MSG_TRUNC is honoured by the kernel.
 Napi::Value RecvFrom(const Napi::CallbackInfo &info) {
-  int fd, flags = 0;
+  int fd, flags;
   Napi::Buffer<uint8_t> buf;
-  if (!ArgInt(info, 0, &fd) || !ArgBuf(info, 1, &buf)) return info.Env().Undefined();
-  if (info.Length() > 2 && !ArgInt(info, 2, &flags)) return info.Env().Undefined();
+  if (!RecvArgs(info, &fd, &buf, &flags)) return info.Env().Undefined();
   sockaddr_storage ss;
   socklen_t sslen = sizeof(ss);
   memset(&ss, 0, sizeof(ss));
@@ -171,10 +176,9 @@ Napi::Value RecvFrom(const Napi::CallbackInfo &info) {
 // recvfrom without the peer's address and without a result object: for
 // sockets whose peer is known (netlink: the kernel), read on every packet.
 Napi::Value Recv(const Napi::CallbackInfo &info) {
-  int fd, flags = 0;
+  int fd, flags;
   Napi::Buffer<uint8_t> buf;
-  if (!ArgInt(info, 0, &fd) || !ArgBuf(info, 1, &buf)) return info.Env().Undefined();
-  if (info.Length() > 2 && !ArgInt(info, 2, &flags)) return info.Env().Undefined();
+  if (!RecvArgs(info, &fd, &buf, &flags)) return info.Env().Undefined();
   ssize_t n;
   do {
     n = recv(fd, buf.Data(), buf.Length(), flags);

@@ -650,8 +650,7 @@ export class NetlinkSocket {
       reject(new FtpProxyError('netlink-closed', `${what}: netlink socket is closed`));
       return;
     }
-    const p: Pending = { seqs: [ackSeq, ...alsoSeqs], replies: [], resolve, reject, timer: null, what };
-    for (const q of p.seqs) this.pending.set(q, p);
+    const p = this.register(ackSeq, alsoSeqs, what, resolve, reject);
     try {
       this.sendRequest(data, what);
     } catch (e) {
@@ -673,12 +672,18 @@ export class NetlinkSocket {
   private await(ackSeq: number, alsoSeqs: number[], timeoutMs: number, what: string,
     resolve: (m: NlMessage[]) => void, reject: (e: Error) => void): void {
     if (this.fd < 0) {
-      reject(new FtpProxyError('netlink-closed', `${what}: netlink socket closed`));
+      reject(new FtpProxyError('netlink-closed', `${what}: netlink socket is closed`));
       return;
     }
+    this.armTimeout(this.register(ackSeq, alsoSeqs, what, resolve, reject), timeoutMs);
+  }
+
+  /** A request waited for: its ACKed seq and the batch's others lead to it. */
+  private register(ackSeq: number, alsoSeqs: number[], what: string,
+    resolve: (m: NlMessage[]) => void, reject: (e: Error) => void): Pending {
     const p: Pending = { seqs: [ackSeq, ...alsoSeqs], replies: [], resolve, reject, timer: null, what };
     for (const q of p.seqs) this.pending.set(q, p);
-    this.armTimeout(p, timeoutMs);
+    return p;
   }
 
   private armTimeout(p: Pending, timeoutMs: number): void {

@@ -341,7 +341,7 @@ export class DeferredLogger implements Logger {
   }
 
   private push(level: Level, line: string | (() => string)): void {
-    if (this.inner.wants !== undefined && !this.inner.wants(level)) return;
+    if (!this.wants(level)) return;
     if (this.pending.length >= this.max) {
       this.dropped++;
       return;
