@@ -17,9 +17,8 @@
  * transit.  Root, Linux.  Figures only: the exit status is 0 whatever they are.
  */
 import * as path from 'path';
-import * as fs from 'fs';
-import { Lab, SELECTIVE_BITS, startRsyslog, syslogBusy, withLab } from '../test/lab/lab';
-import { BenchDaemon, capture, sleep, startDaemon, stopProc, transit } from './lab';
+import { Lab, SELECTIVE_BITS, withLab } from '../test/lab/lab';
+import { BenchDaemon, benchSyslog, capture, sleep, startDaemon, stopProc, transit } from './lab';
 import { bootstrapRatio, median, percentile, round, summarize } from './stats';
 
 const QUEUE = 10020;
@@ -56,14 +55,13 @@ async function main(): Promise<void> {
     lab.setPolicy('deny', QUEUE);
     const names = args.dirs.map((d, i) => `${String.fromCharCode(65 + i)} ${path.basename(d)}`);
     // the daemons as a gateway runs them (syslog, privileges dropped), as in npm run bench
-    const syslog = !syslogBusy() && fs.existsSync('/usr/sbin/rsyslogd')
-      ? await startRsyslog(lab.dir, args.dirs.map((_, i) => `local${i % 8}`)) : null;
-    if (syslog === null) process.stderr.write('ab: /dev/log is taken or rsyslogd missing: the daemons run with -d -d\n');
+    const { syslog, note } = await benchSyslog(lab, args.dirs.map((_, i) => `local${i}`));
+    if (note !== null) process.stderr.write(`ab: ${note}\n`);
     const daemons: Array<BenchDaemon & { q: number }> = [];
     for (let i = 0; i < args.dirs.length; i++) {
       const q = QUEUE + i;
       const d = await startDaemon(lab, { repo: args.dirs[i], queue: q, extra: args.flags,
-        syslog: syslog ? { file: syslog.files[`local${i % 8}`], facility: `local${i % 8}` } : undefined });
+        syslog: syslog ? { file: syslog.files[`local${i}`], facility: `local${i}` } : undefined });
       if (!d.up) throw new Error(`${names[i]} did not bind NFQUEUE ${q}: ${d.log.out()}`);
       daemons.push({ ...d, q });
     }

@@ -274,6 +274,35 @@ export function tail(p: ChildProcess): DaemonLog {
   };
 }
 
+/**
+ * `argv` started in the gateway (`watch` sees it at once, e.g. to keep its
+ * output); the process once it has bound NFQUEUE `queue` (within 5 s), else
+ * it is killed and null.
+ */
+export async function spawnBound(lab: Lab, argv: string[], queue: number, watch?: (p: ChildProcess) => void): Promise<ChildProcess | null> {
+  const proc = lab.spawnIn(lab.ns.gateway, argv);
+  watch?.(proc);
+  for (let i = 0; i < 100 && !queueBound(lab, queue) && proc.exitCode === null; i++) await sleep(50);
+  if (queueBound(lab, queue)) return proc;
+  await stopProc(proc, 'SIGKILL');
+  return null;
+}
+
+/**
+ * A real rsyslogd for the daemons' `facilities`, where /dev/log is free for
+ * one; else null and the note to report (the daemons then run with -d -d).
+ */
+export async function benchSyslog(lab: Lab, facilities: string[]): Promise<{ syslog: Rsyslog | null; note: string | null }> {
+  if (syslogBusy() || !fs.existsSync('/usr/sbin/rsyslogd')) {
+    return { syslog: null, note: '/dev/log belongs to another syslogd (or rsyslogd is missing): the daemons ran with -d -d, debug lines to stderr, which costs them time' };
+  }
+  try {
+    return { syslog: await startRsyslog(lab.dir, facilities), note: null };
+  } catch (e) {
+    return { syslog: null, note: `no rsyslogd (${(e as Error).message}): the daemons ran with -d -d, debug lines to stderr, which costs them time` };
+  }
+}
+
 /** A daemon the bench runs in the gateway. */
 export interface BenchDaemon {
   /** it bound its queue within 5 s (else it was stopped) */
@@ -319,24 +348,20 @@ function syslogTail(file: string): DaemonLog {
 export async function startDaemon(lab: Lab, o: { repo: string; queue: number; extra: string[]; syslog?: { file: string; facility: string } }): Promise<BenchDaemon> {
   const bin = path.join(o.repo, 'bin', 'ftp6proxy');
   const base = ['-m', 'nftables', '-p', String(o.queue), '-a', 'inet/filter', ...o.extra];
-  const waitBound = async (alive: () => boolean): Promise<boolean> => {
-    for (let i = 0; i < 100 && !queueBound(lab, o.queue) && alive(); i++) await sleep(50);
-    return queueBound(lab, o.queue);
-  };
   if (o.syslog === undefined) {
     const argv = ['-d', '-d', ...base];
-    const proc = lab.spawnIn(lab.ns.gateway, [process.execPath, bin, ...argv]);
-    const log = tail(proc);
-    const up = await waitBound(() => proc.exitCode === null);
-    if (!up) await stopProc(proc, 'SIGKILL');
-    return { up, log, what: `bin/ftp6proxy ${argv.join(' ')}`, exited: () => proc.exitCode !== null || proc.signalCode !== null, stop: () => stopProc(proc, 'SIGTERM') };
+    const what = `bin/ftp6proxy ${argv.join(' ')}`;
+    let log: DaemonLog = { out: () => '', between: () => [] };
+    const proc = await spawnBound(lab, [process.execPath, bin, ...argv], o.queue, (p) => (log = tail(p)));
+    if (proc === null) return { up: false, log, what, exited: () => true, stop: async () => undefined };
+    return { up: true, log, what, exited: () => proc.exitCode !== null || proc.signalCode !== null, stop: () => stopProc(proc, 'SIGTERM') };
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'f6bench-d-'));
   fs.chmodSync(dir, 0o755);
   fs.mkdirSync(path.join(dir, 'empty'));
   const pidfile = path.join(dir, 'ftp6proxy.pid');
   const argv = [...base, '-i', pidfile, '-u', 'nobody', '-r', path.join(dir, 'empty'), '-f', o.syslog.facility];
-  const what = `bin/ftp6proxy ${argv.join(' ').replace(dir, 'DIR').replace(dir, 'DIR')}`;
+  const what = `bin/ftp6proxy ${argv.join(' ').split(dir).join('DIR')}`;
   const log = syslogTail(o.syslog.file);
   // the launcher returns once the worker is ready (0) or has failed (1)
   const started = await lab.runAsync(lab.ns.gateway, [process.execPath, bin, ...argv], { timeoutMs: 20000 });
@@ -361,7 +386,9 @@ export async function startDaemon(lab: Lab, o: { repo: string; queue: number; ex
     if (alive()) process.kill(pid, 'SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
   };
-  const up = started.status === 0 && (await waitBound(alive));
+  let up = started.status === 0;
+  for (let i = 0; up && i < 100 && !queueBound(lab, o.queue) && alive(); i++) await sleep(50);
+  up = up && queueBound(lab, o.queue);
   if (!up) {
     const why = `${started.stderr.trim()} ${log.out()}`.trim();
     await stop();
@@ -393,16 +420,8 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
 
     // The daemons as a gateway runs them, logging to a real rsyslogd, where
     // /dev/log is free for one; else in the foreground with -d -d.
-    let syslog: Rsyslog | null = null;
-    if (!syslogBusy() && fs.existsSync('/usr/sbin/rsyslogd')) {
-      try {
-        syslog = await startRsyslog(lab.dir, ['local3', 'local4']);
-      } catch (e) {
-        notes.push(`no rsyslogd (${(e as Error).message}): the daemons ran with -d -d, debug lines to stderr, which costs them time`);
-      }
-    } else {
-      notes.push('/dev/log belongs to another syslogd (or rsyslogd is missing): the daemons ran with -d -d, debug lines to stderr, which costs them time');
-    }
+    const { syslog, note } = await benchSyslog(lab, ['local3', 'local4']);
+    if (note !== null) notes.push(note);
     // The daemon on QUEUE and the instrumented child on QUEUE+1 run for the
     // whole section; the gateway's policy picks which one (if any) sees the
     // control packets of the next transfer.  Both keep the sets of the
@@ -433,13 +452,9 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       ['null-node', QUEUE + 4, [process.execPath, path.join(o.repo, 'dist', 'bench', 'nfq-null.js'), String(QUEUE + 4)]],
     ] as const) {
       if (argv === null) continue;
-      const proc = lab.spawnIn(lab.ns.gateway, [...argv]);
-      for (let i = 0; i < 100 && !queueBound(lab, queue) && proc.exitCode === null; i++) await sleep(50);
-      if (queueBound(lab, queue)) nulls[cfg] = { proc, queue };
-      else {
-        notes.push(`${cfg}: the no-op reader did not bind NFQUEUE ${queue}`);
-        await stopProc(proc, 'SIGKILL');
-      }
+      const proc = await spawnBound(lab, [...argv], queue);
+      if (proc !== null) nulls[cfg] = { proc, queue };
+      else notes.push(`${cfg}: the no-op reader did not bind NFQUEUE ${queue}`);
     }
     const inst = lab.spawnIn(lab.ns.gateway, [process.execPath, path.join(o.repo, 'dist', 'bench', 'latency-child.js'),
       String(QUEUE + 1), 'inet/filter'], { stdio: ['pipe', 'pipe', 'pipe'] });
