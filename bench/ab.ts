@@ -10,6 +10,7 @@
  * selective ruleset; without -s, the DESIGN.md queue rules).  The rounds
  * interleave them with the open gateway as bench/lab.ts does: in each
  * round every configuration in turn (the order rotating) loads its ruleset,
+ * with the other daemons stopped (SIGSTOP),
  * makes one untimed transfer and then the timed one (curl, EPSV, IPv6, the
  * lab's small file).  It prints each configuration's median and p90, its
  * ratio to the open gateway with the 95 % bootstrap interval, and with
@@ -85,6 +86,8 @@ async function main(): Promise<void> {
       for (let i = 0; i < n; i++) {
         for (let j = 0; j < configs.length; j++) {
           const c = (i + j) % configs.length;
+          // only the configuration's own daemon runs (see bench/lab.ts)
+          daemons.forEach((d, k) => d.pause(k !== c - 1));
           apply(c);
           await transfer(c, false);
           await transfer(c, timed);

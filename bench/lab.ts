@@ -11,6 +11,9 @@
  *              rsyslogd can have /dev/log)
  *   ftp6proxy-data  the same with the queue rules limited to segments with payload
  *   ftp6proxy-sel   the selective ruleset and bin/ftp6proxy -s (a second daemon)
+ *   ftp6proxy-cold, ftp6proxy-sel-cold  the same two with -w 0: no rehearsals
+ *              (src/warm.ts), so every held packet finds the packet path
+ *              cold, as the first one after a quiet spell does
  *   null-c, null-node  the floor: the selective ruleset with a no-op NFQUEUE
  *              reader (bench/nfq-null.c, bench/nfq-null.ts) and the passive
  *              ports let through, no hole needed: what the kernel's queueing
@@ -21,6 +24,10 @@
  *              with no ruleset reload between them (as in production: the
  *              interleaved rounds reload the gateway's ruleset before every
  *              transfer, which the first set-element insertion then pays for)
+ *
+ * Only the daemon of the configuration being measured runs: the others are
+ * stopped (SIGSTOP) meanwhile, so that their rehearsals take no CPU from it,
+ * nor from the open gateway and the kernel helper, which have no daemon.
  *
  * Three phases:
  * 1. timed rounds: each configuration in turn loads its ruleset and makes
@@ -50,7 +57,8 @@ import { Lab, nfqueueStats, PASV_MAX, PASV_MIN, preflight, Rsyslog, SELECTIVE_BI
 import type { LatencySamples } from './latency-child';
 import { bootstrapRatio, median, percentile, round, summarize, Summary } from './stats';
 
-export type Config = 'open' | 'helper' | 'ftp6proxy' | 'ftp6proxy-data' | 'ftp6proxy-sel' | 'null-c' | 'null-node' | 'instrumented' | 'steady';
+export type Config = 'open' | 'helper' | 'ftp6proxy' | 'ftp6proxy-data' | 'ftp6proxy-sel' | 'ftp6proxy-cold' | 'ftp6proxy-sel-cold'
+  | 'null-c' | 'null-node' | 'instrumented' | 'steady';
 
 export interface TransferFigures {
   config: Config;
@@ -84,6 +92,8 @@ export interface LabResult {
    * far a run's ratio of medians moves with which transfers it timed
    */
   ratioCi95: { ftp6proxy: [number, number] | null; data: [number, number] | null; selective: [number, number] | null };
+  /** ftp6proxy and ftp6proxy -s with -w 0 (no rehearsals): median / open median and its 95 % interval (null: not run) */
+  cold: { ftp6proxy: { ratio: number; ci: [number, number] | null } | null; selective: { ratio: number; ci: [number, number] | null } | null };
   /**
    * The floor: median / open median (and its 95 % interval) of the selective
    * ruleset with a no-op NFQUEUE reader, in C and in Node.js (null: not run)
@@ -312,8 +322,28 @@ export interface BenchDaemon {
   what: string;
   /** it ended before stop() */
   exited: () => boolean;
+  /**
+   * SIGSTOP (true) or SIGCONT (false) to the daemon's processes: while other
+   * configurations are measured, nothing of this daemon runs (its
+   * rehearsals, -w, would take CPU from them; a gateway running another
+   * configuration would have no ftp6proxy at all).
+   */
+  pause: (on: boolean) => void;
   stop: () => Promise<void>;
 }
+
+/** signal `pid` (and with `group`, its process group), quietly if it is gone */
+function signal(pid: number, sig: NodeJS.Signals, group: boolean): void {
+  if (pid <= 0) return;
+  try {
+    process.kill(group ? -pid : pid, sig);
+  } catch {
+    /* gone: exited() says so */
+  }
+}
+
+const pauser = (pid: () => number, group: boolean) => (on: boolean): void => signal(pid(), on ? 'SIGSTOP' : 'SIGCONT', group);
+const NO_PAUSE = (): void => undefined;
 
 /** The lines of a syslog file written by test/lab/lab.ts startRsyslog (time-stamped by rsyslogd). */
 function syslogTail(file: string): DaemonLog {
@@ -353,8 +383,12 @@ export async function startDaemon(lab: Lab, o: { repo: string; queue: number; ex
     const what = `bin/ftp6proxy ${argv.join(' ')}`;
     let log: DaemonLog = { out: () => '', between: () => [] };
     const proc = await spawnBound(lab, [process.execPath, bin, ...argv], o.queue, (p) => (log = tail(p)));
-    if (proc === null) return { up: false, log, what, exited: () => true, stop: async () => undefined };
-    return { up: true, log, what, exited: () => proc.exitCode !== null || proc.signalCode !== null, stop: () => stopProc(proc, 'SIGTERM') };
+    if (proc === null) return { up: false, log, what, exited: () => true, pause: NO_PAUSE, stop: async () => undefined };
+    return { up: true, log, what, exited: () => proc.exitCode !== null || proc.signalCode !== null, pause: pauser(() => proc.pid ?? 0, false),
+      stop: async () => {
+        signal(proc.pid ?? 0, 'SIGCONT', false);
+        await stopProc(proc, 'SIGTERM');
+      } };
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'f6bench-d-'));
   fs.chmodSync(dir, 0o755);
@@ -381,6 +415,7 @@ export async function startDaemon(lab: Lab, o: { repo: string; queue: number; ex
     }
   };
   const stop = async (): Promise<void> => {
+    signal(pid, 'SIGCONT', true);
     if (alive()) process.kill(pid, 'SIGTERM');
     for (let i = 0; i < 100 && alive(); i++) await sleep(50);
     if (alive()) process.kill(pid, 'SIGKILL');
@@ -392,9 +427,10 @@ export async function startDaemon(lab: Lab, o: { repo: string; queue: number; ex
   if (!up) {
     const why = `${started.stderr.trim()} ${log.out()}`.trim();
     await stop();
-    return { up, log: { out: () => why, between: log.between }, what, exited: () => true, stop: async () => undefined };
+    return { up, log: { out: () => why, between: log.between }, what, exited: () => true, pause: NO_PAUSE, stop: async () => undefined };
   }
-  return { up, log, what, exited: () => !alive(), stop };
+  // the monitor leads its own session; its worker is in its process group
+  return { up, log, what, exited: () => !alive(), pause: pauser(() => pid, true), stop };
 }
 
 /** A failed transfer, with what the daemon on its queue logged meanwhile. */
@@ -420,7 +456,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
 
     // The daemons as a gateway runs them, logging to a real rsyslogd, where
     // /dev/log is free for one; else in the foreground with -d -d.
-    const { syslog, note } = await benchSyslog(lab, ['local3', 'local4']);
+    const { syslog, note } = await benchSyslog(lab, ['local3', 'local4', 'local5', 'local6']);
     if (note !== null) notes.push(note);
     // The daemon on QUEUE and the instrumented child on QUEUE+1 run for the
     // whole section; the gateway's policy picks which one (if any) sees the
@@ -439,6 +475,23 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       syslog: syslog ? { file: syslog.files.local4, facility: 'local4' } : undefined });
     const selUp = sel.up;
     if (!selUp) notes.push(`bin/ftp6proxy -s did not bind NFQUEUE ${QUEUE + 2}: ${sel.log.out() || 'no output'}`);
+    // Both again with -w 0 (no rehearsals), on QUEUE+5 and QUEUE+6.
+    const cold = await startDaemon(lab, { repo: o.repo, queue: QUEUE + 5, extra: ['-w', '0'],
+      syslog: syslog ? { file: syslog.files.local5, facility: 'local5' } : undefined });
+    const selCold = await startDaemon(lab, { repo: o.repo, queue: QUEUE + 6, extra: ['-s', `0x${SELECTIVE_BITS.seeAll.toString(16)}`, '-w', '0'],
+      syslog: syslog ? { file: syslog.files.local6, facility: 'local6' } : undefined });
+    if (!cold.up) notes.push(`bin/ftp6proxy -w 0 did not bind NFQUEUE ${QUEUE + 5}: ${cold.log.out() || 'no output'}`);
+    if (!selCold.up) notes.push(`bin/ftp6proxy -s -w 0 did not bind NFQUEUE ${QUEUE + 6}: ${selCold.log.out() || 'no output'}`);
+    /** the daemon that sees a configuration's control packets (null: none of ours) */
+    const daemonOf = (cfg: Config): BenchDaemon | null =>
+      cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data' ? (daemonUp ? daemon : null) : cfg === 'ftp6proxy-sel' ? (selUp ? sel : null)
+        : cfg === 'ftp6proxy-cold' ? (cold.up ? cold : null) : cfg === 'ftp6proxy-sel-cold' ? (selCold.up ? selCold : null) : null;
+    const allDaemons = [daemon, sel, cold, selCold].filter((d) => d.up);
+    /** run only the configuration's own daemon */
+    const runOnly = (cfg: Config): void => {
+      const mine = daemonOf(cfg);
+      for (const d of allDaemons) d.pause(d !== mine);
+    };
     // The floor under any user-space helper: the selective ruleset with a
     // no-op NFQUEUE reader (in C, and in Node.js through ftp6proxy's own
     // capture code) and a rule of the bench letting the lab's passive ports
@@ -470,16 +523,18 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     };
 
     const order: Config[] = ['open', 'helper', 'ftp6proxy', 'ftp6proxy-data', ...(selUp ? ['ftp6proxy-sel' as const] : []),
+      ...(cold.up ? ['ftp6proxy-cold' as const] : []), ...(selCold.up ? ['ftp6proxy-sel-cold' as const] : []),
       ...(['null-c', 'null-node'] as const).filter((c) => nulls[c] !== undefined), 'instrumented'];
     /** the queue whose reader sees a configuration's control packets (null: none) */
     const queueOf = (cfg: Config): number | null =>
       cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data' ? (daemonUp ? QUEUE : QUEUE + 1) : cfg === 'ftp6proxy-sel' ? QUEUE + 2
+        : cfg === 'ftp6proxy-cold' ? QUEUE + 5 : cfg === 'ftp6proxy-sel-cold' ? QUEUE + 6
         : cfg === 'null-c' || cfg === 'null-node' ? nulls[cfg]?.queue ?? null : cfg === 'instrumented' ? QUEUE + 1 : null;
     const apply = (cfg: Config): void => {
       if (cfg === 'open' || cfg === 'helper') lab.setPolicy(cfg);
       else {
         const floor = cfg === 'null-c' || cfg === 'null-node';
-        lab.setPolicy('deny', queueOf(cfg) ?? QUEUE + 1, { dataOnly: cfg === 'ftp6proxy-data', selective: cfg === 'ftp6proxy-sel' || floor });
+        lab.setPolicy('deny', queueOf(cfg) ?? QUEUE + 1, { dataOnly: cfg === 'ftp6proxy-data', selective: cfg === 'ftp6proxy-sel' || cfg === 'ftp6proxy-sel-cold' || floor });
         // the data connection, which the no-op readers open no hole for
         if (floor) lab.run(lab.ns.gateway, ['nft', 'add', 'rule', 'inet', 'filter', 'forward', 'tcp', 'dport', `${PASV_MIN}-${PASV_MAX}`, 'accept']);
       }
@@ -498,8 +553,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     let timed = true;
     const failures: FailedTransfer[] = [];
     /** the log of the daemon that sees a configuration's control packets (none: the instrumented child, or no daemon) */
-    const logOf = (cfg: Config): DaemonLog | null =>
-      (cfg === 'ftp6proxy' || cfg === 'ftp6proxy-data') && daemonUp ? daemon.log : cfg === 'ftp6proxy-sel' && selUp ? sel.log : null;
+    const logOf = (cfg: Config): DaemonLog | null => daemonOf(cfg)?.log ?? null;
     const transfer = async (cfg: Config, first = false): Promise<void> => {
       const q = queueOf(cfg);
       const before = q === null ? 0 : idSeq(q);
@@ -536,6 +590,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       for (let i = 0; i < n; i++) {
         for (let j = 0; j < order.length; j++) {
           const cfg = order[(i + j) % order.length];
+          runOnly(cfg);
           apply(cfg);
           await transfer(cfg, true);
           await transfer(cfg);
@@ -549,6 +604,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     // reader needs, which the open gateway, all in the kernel, does not feel.)
     await rounds(o.transfers, 'timed');
     const latInterleaved = await snapshot('snapshot');
+    runOnly('instrumented');
     apply('instrumented');
     for (let i = 0; i < o.latencyTransfers; i++) await transfer('steady');
     const lat = await snapshot('snapshot');
@@ -564,7 +620,7 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
     await stopProc(cb);
     await snapshot('stop');
     await stopProc(inst, 'SIGTERM');
-    for (const [d, what] of [[daemon, 'bin/ftp6proxy'], [sel, 'bin/ftp6proxy -s']] as const) {
+    for (const [d, what] of [[daemon, 'bin/ftp6proxy'], [sel, 'bin/ftp6proxy -s'], [cold, 'bin/ftp6proxy -w 0'], [selCold, 'bin/ftp6proxy -s -w 0']] as const) {
       if (!d.up) continue;
       if (d.exited()) notes.push(`${what} exited during the run: ${d.log.out()}`);
       await d.stop();
@@ -589,6 +645,8 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       ftp6proxy: daemonWhat,
       'ftp6proxy-data': `${daemonWhat}, queue rules for segments with payload only (xt_u32)`,
       'ftp6proxy-sel': `${sel.what}, the selective ruleset (src/firewall/selective.ts)`,
+      'ftp6proxy-cold': `${cold.what}, the DESIGN.md deny ruleset: no rehearsals`,
+      'ftp6proxy-sel-cold': `${selCold.what}, the selective ruleset: no rehearsals`,
       'null-c': 'the selective ruleset, a no-op NFQUEUE reader in C (bench/nfq-null.c), the passive ports let through',
       'null-node': 'the selective ruleset, a no-op NFQUEUE reader in Node.js (bench/nfq-null.ts, ftp6proxy\'s capture code), the passive ports let through',
       instrumented: 'bench/latency-child.js (daemon wiring, timed)',
@@ -621,7 +679,8 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       const r = open && x ? bootstrapRatio(times.get(x.config) ?? [], times.get('open') ?? []) : null;
       return r === null ? null : [round(r[0]), round(r[1])];
     };
-    const floor = (cfg: Config): { ratio: number; ci: [number, number] | null } | null => {
+    /** a configuration's median / open median, with its 95 % interval */
+    const ratioOf = (cfg: Config): { ratio: number; ci: [number, number] | null } | null => {
       const x = transfers.find((t) => t.config === cfg);
       return open && x && x.transfers > x.failed && open.medianMs > 0 ? { ratio: round(x.medianMs / open.medianMs), ci: ci(x) } : null;
     };
@@ -634,7 +693,8 @@ export async function runLab(o: LabOptions): Promise<LabResult> {
       ratioSelective: open && proxySel && proxySel.medianMs > 0 && open.medianMs > 0 ? round(proxySel.medianMs / open.medianMs) : null,
       ratioCi95: { ftp6proxy: ci(proxy), data: ci(proxyData), selective: ci(proxySel) },
       ratiosAfterReload: { ftp6proxy: reloadRatio(proxy), data: reloadRatio(proxyData), selective: reloadRatio(proxySel) },
-      floors: { c: floor('null-c'), node: floor('null-node') },
+      floors: { c: ratioOf('null-c'), node: ratioOf('null-node') },
+      cold: { ftp6proxy: ratioOf('ftp6proxy-cold'), selective: ratioOf('ftp6proxy-sel-cold') },
       queuedPerTransfer,
       latencyHoleUs: lat ? us(lat.hole.map((x) => x * 1000)) : null,
       latencyOtherUs: lat ? us(lat.noHole.map((x) => x * 1000)) : null,

@@ -142,6 +142,8 @@ function rows(r: Results): string[][] {
     const floorText = (f: { ratio: number; ci: [number, number] | null } | null): string =>
       f === null ? 'n/a' : `${r3(f.ratio)}${f.ci ? ` (${r3(f.ci[0])} to ${r3(f.ci[1])})` : ''}`;
     out.push(['  the floor: selective ruleset, a no-op NFQUEUE reader, no hole needed: in C / in Node.js', `${floorText(fl?.c ?? null)} / ${floorText(fl?.node ?? null)}`, '(not a target)', '']);
+    out.push(['  ftp6proxy / ftp6proxy -s with -w 0 (no rehearsals: every held packet cold, as after a quiet spell)',
+      `${floorText(lab.cold?.ftp6proxy ?? null)} / ${floorText(lab.cold?.selective ?? null)}`, '(not a target)', '']);
     const rr = lab.ratiosAfterReload;
     out.push(['  the three ratios from the first transfer after each ruleset load (not a target)',
       `${r3(rr.ftp6proxy)} / ${r3(rr.data)} / ${r3(rr.selective)}`, '', '']);

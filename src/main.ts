@@ -34,6 +34,7 @@ import { PidFile } from './pidfile';
 import { checkPrivilegeTargets, dropPrivileges } from './privileges';
 import { openChildChannel, PrivsepClientFirewall, PrivsepServer } from './privsep';
 import { ControlProxy } from './proxy';
+import { KeepWarm } from './warm';
 import { DeferredLogger, LevelFilter, parseFacility, StderrLogger, SyslogLogger } from './syslog';
 import { Firewall, Logger, PacketSource } from './types';
 
@@ -94,12 +95,13 @@ function openLog(o: Options): SyslogLogger {
   return log;
 }
 
-function stats(engine: Engine, holes: HoleManager, proxy: ControlProxy): string {
+function stats(engine: Engine, holes: HoleManager, proxy: ControlProxy, warm: KeepWarm | null): string {
   const e = engine.stats();
   const h = holes.stats();
   return `status: ${e.sessions} sessions, holes ${h.inUse} in use ${h.free} free, ` +
     `${proxy.counters.packets} packets, ${h.opened} opened, ${proxy.counters.refused} refused, ` +
-    `${h.exhausted} pool exhausted, ${h.failed} firewall failures`;
+    `${h.exhausted} pool exhausted, ${h.failed} firewall failures` +
+    `${warm === null ? '' : `, ${warm.rehearsals} rehearsals`}`;
 }
 
 /** Shadow mode (-n): log what would be done, touch no firewall. */
@@ -139,6 +141,9 @@ async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): P
   const holes = new HoleManager({ firewall, clock, logger: log, base: o.base, count: o.count, timeoutSec: o.timeout });
   const engine = new Engine({ logger: log, pendingFor: (s) => holes.pendingFor(s), selective: o.seeAllMark !== 0 });
   const proxy = new ControlProxy(engine, holes);
+  const warm = o.warmMs > 0
+    ? new KeepWarm({ intervalMs: o.warmMs, clock, firewall, selective: o.seeAllMark !== 0, timeoutSec: o.timeout, logger: log })
+    : null;
   beforeLoop();
 
   let stopping = false;
@@ -152,7 +157,7 @@ async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): P
   expiry.unref();
   const onTerm = () => void stop('SIGTERM');
   const onInt = () => void stop('SIGINT');
-  const onStatus = () => log.log('notice', stats(engine, holes, proxy));
+  const onStatus = () => log.log('notice', stats(engine, holes, proxy, warm));
   process.on('SIGTERM', onTerm);
   process.on('SIGINT', onInt);
   process.on('SIGUSR1', onStatus);
@@ -160,22 +165,24 @@ async function serve({ o, source, logger, firewall, beforeLoop }: RunOptions): P
 
   log.log('notice', `started: module ${o.module}, ${o.module === 'nftables' ? 'queue' : o.module === 'netgraph' ? 'hook' : 'divert port'} ${o.port}, ` +
     `rules ${o.base}..${o.base + o.count - 1}, timeout ${o.timeout}s${o.shadow ? ', shadow mode' : ''}` +
-    `${o.seeAllMark !== 0 ? `, selective queueing (ct mark 0x${o.seeAllMark.toString(16)})` : ''}`);
+    `${o.seeAllMark !== 0 ? `, selective queueing (ct mark 0x${o.seeAllMark.toString(16)})` : ''}` +
+    `${o.warmMs > 0 ? `, packet path kept warm every ${o.warmMs} ms while active` : ''}`);
   let code = EXIT_OK;
   try {
-    await source.run(proxy.handle);
+    await source.run(warm === null ? proxy.handle : warm.wrap(proxy.handle));
   } catch (e) {
     log.log('err', `capture lost: ${message(e)}`);
     code = EXIT_LOST;
   }
   clearInterval(expiry);
+  warm?.stop();
   await holes.closeAll();
   try {
     await firewall.shutdown();
   } catch (e) {
     log.log('err', `firewall shutdown: ${message(e)}`);
   }
-  log.log('notice', `stopped: ${stats(engine, holes, proxy)}`);
+  log.log('notice', `stopped: ${stats(engine, holes, proxy, warm)}`);
   log.flush();
   process.removeListener('exit', flushAtExit);
   return code;

@@ -70,6 +70,13 @@ export interface Firewall {
    * live dynamic states): the caller asks again later.
    */
   close(hole: Hole): Promise<boolean>;
+  /**
+   * Encode the open of `hole` as open() would, and send nothing: a rehearsal
+   * that keeps the encoder in the caches (src/warm.ts, -w).  Never throws,
+   * touches no state that open() or close() reads.  Optional: backends whose
+   * open runs a program have nothing worth keeping warm.
+   */
+  rehearse?(hole: Hole): void;
   /** Release handles at stop (after the holes were closed). */
   shutdown(): Promise<void>;
 }

@@ -414,6 +414,7 @@ export class NftablesFirewall implements Firewall {
   /** reused for every request: sendto copies it synchronously */
   private readonly b = new NlBuilder(512);
   private readonly keys: Record<Family, Buffer> = { 4: Buffer.alloc(KEY_LENS[4]), 6: Buffer.alloc(KEY_LENS[6]) };
+  private readonly rehearsalKeys: Record<Family, Buffer> = { 4: Buffer.alloc(KEY_LENS[4]), 6: Buffer.alloc(KEY_LENS[6]) };
   /** the add, delete and destroy batches of each family's set, encoded once */
   private readonly batches: Record<Family, { add: SetElemBatch; del: SetElemBatch; destroy: SetElemBatch }>;
   /** false once the kernel refused DESTROYSETELEM (Linux before 6.3): close() deletes instead */
@@ -538,6 +539,21 @@ export class NftablesFirewall implements Firewall {
   }
 
   /**
+   * Firewall.rehearse: openNow's key and batch, written into the same
+   * buffers (each real open writes all it sends again) and not sent.  The
+   * element ids of open holes are not touched.
+   */
+  rehearse(hole: Hole): void {
+    try {
+      const key = encodeKey(hole, this.rehearsalKeys[hole.family]);
+      elementId(hole, key);
+      this.batches[hole.family].add.fill(0, key, 1000);
+    } catch {
+      // a hole the real open would refuse too: nothing to keep warm
+    }
+  }
+
+  /**
    * nft destroy element <table> ftp6proxyN { src . dst . port }, unless another
    * open hole shares the element (then it stays, for that one).  Gone
    * already (timed out, or deleted on use) is fine, and with destroy it is
@@ -548,7 +564,9 @@ export class NftablesFirewall implements Firewall {
   async close(hole: Hole): Promise<boolean> {
     this.familyOk(hole);
     this.ensureOpen();
-    const key = encodeKey(hole, this.keys[hole.family]);
+    // Its own buffer: the key is used again after an await (delete after a
+    // refused destroy), when an open may have written the shared one.
+    const key = encodeKey(hole);
     const id = elementId(hole, key);
     const users = this.users.get(id);
     users?.delete(hole.rule);

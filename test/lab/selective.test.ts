@@ -121,7 +121,14 @@ if (why !== null) {
         }
         console.log(`  ${n} transfers passed through the selective ruleset`);
         assert.ok(n >= 30);
-        assert.match(d.log(), /selective queueing \(ct mark 0x100000\)/);
+        assert.match(d.log(), /selective queueing \(ct mark 0x100000\), packet path kept warm every 2 ms while active/);
+        // -s rehearses the 229 by default (src/warm.ts): in the process only
+        const sets = lab.run(lab.ns.gateway, ['nft', 'list', 'set', 'inet', 'filter', 'ftp6proxy6']).stdout;
+        assert.not.match(sets, /2001:db8/, 'no rehearsal reached the kernel');
+        d.proc.kill('SIGUSR1');
+        await d.waitFor(/rehearsals/, 3000);
+        const m = /, (\d+) rehearsals/.exec(d.log());
+        assert.ok(m !== null && Number(m[1]) > 100, `rehearsals ran while transfers came: ${m?.[1]}`);
       } finally {
         await stopDaemon(d);
       }

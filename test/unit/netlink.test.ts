@@ -21,7 +21,7 @@ import {
   encodeNfqParams,
   encodeNfqVerdict,
 } from '../../src/capture/nfqueue';
-import { NftablesFirewall } from '../../src/firewall/nftables';
+import { encodeKey, NftablesFirewall } from '../../src/firewall/nftables';
 import { Native, PollerHandle, RecvResult, loadNative } from '../../src/native';
 import {
   NLMSG_ERROR,
@@ -730,6 +730,45 @@ test('NftablesFirewall.close: destroy element (no error to abort); a kernel with
   assert.is(await fw.close(hole), true);
   assert.is(types(), [NEW, DEL].map((t) => t.toString(16)).join(' '));
   assert.is(lines.filter((l) => /no "destroy element"/.test(l)).length, 1, 'said once');
+  await fw.shutdown();
+});
+
+test('NftablesFirewall: rehearse() sends nothing and leaves the next open\'s bytes alone; close keeps its own key across a refused destroy', async () => {
+  const fake = new FakeNative();
+  const fw = new NftablesFirewall({ table: 'inet/filter', logger: { log: () => undefined }, native: fake.asNative() });
+  const elemType = (d: Buffer): number => d.readUInt16LE(24);
+  let held: Buffer | null = null; // the destroy, answered later
+  fake.onSend = (d) => {
+    if (elemType(d) === 0x0a1e && held === null) held = d;
+    else fake.inbox.push(errorMsg(0, seqOf(d) + 1, elemType(d)));
+  };
+  const a = { family: 6 as const, src: 'fd00:1::2', dst: 'fd00:2::2', port: 40001, rule: 10000, session: 1 };
+  const b = { family: 6 as const, src: 'fd00:1::3', dst: 'fd00:2::3', port: 40002, rule: 10001, session: 2 };
+  fw.openNow(a, 2);
+  const plain = fake.sent[0];
+  fake.sent.length = 0;
+  fw.rehearse(b);
+  assert.is(fake.sent.length, 0, 'a rehearsal sends nothing');
+  fw.openNow(a, 2);
+  // the sequence numbers differ (bytes 8..11 of each message); the rest is the same request
+  const body = (d: Buffer): string => {
+    const c = Buffer.from(d);
+    for (let off = 0; off + 16 <= c.length; off += (c.readUInt32LE(off) + 3) & ~3) c.writeUInt32LE(0, off + 8);
+    return c.toString('hex');
+  };
+  assert.is(body(fake.sent[0]), body(plain), 'the open after a rehearsal');
+  // a kernel before 6.3 refuses destroy (EINVAL) after an open of b wrote the shared key buffer
+  fake.sent.length = 0;
+  const closing = fw.close(a);
+  fw.openNow(b, 2);
+  assert.ok(held !== null);
+  fake.deliver(errorMsg(22, seqOf(held as unknown as Buffer) + 1, 0x0a1e));
+  assert.is(await closing, true);
+  const del = fake.sent.find((d) => elemType(d) === 0x0a0e);
+  assert.ok(del !== undefined, 'delete after the refused destroy');
+  const keyOf = (h: typeof a): string => encodeKey(h).toString('hex');
+  assert.ok(del.toString('hex').includes(keyOf(a)), 'the delete names a');
+  assert.not.ok(del.toString('hex').includes(keyOf(b)), 'not b, whose open came between');
   await fw.shutdown();
 });
 

@@ -122,3 +122,18 @@ test('-s: one conntrack mark bit, nftables only, not with -n', () => {
 });
 
 test.run();
+
+test('-w: rehearsals every 2 ms by default with -s only; 0 to 1000 ms; checked', () => {
+  const n = (argv: string[], m: 'nftables' | 'ipfw' = 'nftables') => parseOptions(argv, m).warmMs;
+  assert.is(n([]), 0, 'full queueing: the EPSV wakes the daemon anyway');
+  assert.is(n(['-s', '0x100000']), 2);
+  assert.is(n(['-s', '0x100000', '-w', '0']), 0);
+  assert.is(n(['-w', '5']), 5, 'allowed without -s, when asked');
+  assert.is(n(['-w1']), 1);
+  assert.is(n(['-w', '7'], 'ipfw'), 7);
+  assert.is(n([], 'ipfw'), 0);
+  assert.is(n(['-n', '-w', '3']), 3);
+  for (const bad of ['1001', 'x', '-1', '']) {
+    assert.throws(() => parseOptions(['-w', bad], 'nftables'), (e: unknown) => e instanceof UsageError && /^-w: /.test((e as Error).message), bad);
+  }
+});
